@@ -1,0 +1,54 @@
+"""Builds the C++ extension tensorlite._C from csrc/ and maps kernels/ to tensorlite.kernels.
+
+Everything else is declared in pyproject.toml. Set TENSORLITE_NATIVE=1 to compile
+with -march=native (faster on the build machine, not portable to others).
+"""
+import glob
+import os
+import sys
+import tempfile
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+
+def _compiler_accepts(flag: str) -> bool:
+    # OpenMP is optional: the kernels are still correct (single-threaded) without it.
+    import subprocess
+    cxx = os.environ.get("CXX", "c++")
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "t.cpp")
+        with open(src, "w") as f:
+            f.write("int main(){return 0;}\n")
+        r = subprocess.run([cxx, flag, src, "-o", os.path.join(d, "t")],
+                           capture_output=True)
+        return r.returncode == 0
+
+
+compile_args = ["-O3", "-fno-math-errno"]
+link_args = []
+if sys.platform != "win32" and _compiler_accepts("-fopenmp"):
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+if os.environ.get("TENSORLITE_NATIVE") == "1":
+    compile_args.append("-march=native")
+
+ext = Pybind11Extension(
+    "tensorlite._C",
+    sorted(glob.glob("csrc/*.cpp")),
+    include_dirs=["csrc"],
+    cxx_std=17,
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+setup(
+    packages=[
+        "tensorlite", "tensorlite.backend", "tensorlite.reference", "tensorlite.autograd",
+        "tensorlite.ops", "tensorlite.nn", "tensorlite.optim", "tensorlite.models",
+        "tensorlite.tokenizers", "tensorlite.data", "tensorlite.kernels",
+    ],
+    package_dir={"tensorlite": "tensorlite", "tensorlite.kernels": "kernels"},
+    ext_modules=[ext],
+    cmdclass={"build_ext": build_ext},
+)
