@@ -1,0 +1,147 @@
+"""Function: one differentiable op, its forward and backward side by side.
+
+A Function's forward works on raw arrays (numpy or cupy) and may stash what the
+backward needs on `ctx`. Function.apply wraps it: it unwraps Tensors, runs the
+forward without recording, and, if any input needs a gradient, links a Node into
+the graph. Backward returns one gradient (or None) per positional argument.
+"""
+import weakref
+
+from . import grad_mode
+
+_Tensor = None  # set by tensorlite.tensor, which imports this module first
+
+
+class VersionCounter:
+    """Shared by a tensor and its views; bumped by every in-place write."""
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
+class Context:
+    """Scratch space from forward to backward. Arrays go through save_for_backward so the
+    engine can check nothing saved was modified in place before the backward ran."""
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+
+class Node:
+    """A recorded op in the graph: its Function, its context and the edges to the nodes
+    that produced its inputs (None for inputs that need no gradient)."""
+    __slots__ = ("fn", "ctx", "next", "saved_versions", "released", "hooks", "provider",
+                 "out_shape", "__weakref__")
+
+    def __init__(self, fn, ctx, next_nodes):
+        self.fn = fn
+        self.ctx = ctx
+        self.next = next_nodes
+        self.saved_versions = ()
+        self.released = False
+        self.hooks = None
+        self.provider = None
+        self.out_shape = None
+
+    def name(self):
+        return self.fn.__name__ + "Backward"
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+
+class AccumulateGrad(Node):
+    """The graph's sink for a leaf tensor: adds the arriving gradient into leaf.grad."""
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        super().__init__(AccumulateGrad, None, ())
+        self.variable = variable
+
+    def name(self):
+        return "AccumulateGrad"
+
+
+def edge_of(t):
+    """The node a gradient for tensor t must flow into, or None if t needs no gradient."""
+    if not t.requires_grad:
+        return None
+    if t.grad_fn is not None:
+        return t.grad_fn
+    acc = t._acc() if t._acc is not None else None
+    if acc is None:
+        acc = AccumulateGrad(t)
+        t._acc = weakref.ref(acc)
+    return acc
+
+
+class Function:
+    """Subclass with static forward(ctx, *args, **kwargs) and backward(ctx, grad)."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        Tensor = _Tensor
+        device = None
+        raw = []
+        needs = []
+        for a in args:
+            if isinstance(a, Tensor):
+                if device is None:
+                    device = a._device
+                elif a._device != device:
+                    raise RuntimeError(
+                        f"{cls.__name__.lower()}: expected all tensors on one device, got "
+                        f"{device} and {a._device}; move one with .to('{device}')")
+                raw.append(a._data)
+                needs.append(a.requires_grad)
+            else:
+                raw.append(a)
+                needs.append(False)
+        record = grad_mode.is_grad_enabled() and any(needs)
+        ctx = Context()
+        ctx.needs_input_grad = tuple(needs)
+        ctx.device = device
+        out = cls.forward(ctx, *raw, **kwargs)
+        result = Tensor._make(out, getattr(ctx, "out_device", device))
+        if grad_mode.is_anomaly_enabled():
+            _check_finite(out, f"{cls.__name__} forward")
+        if record:
+            node = Node(cls, ctx, [edge_of(a) if n else None for a, n in zip(args, needs)])
+            node.provider = getattr(ctx, "provider", None)
+            node.out_shape = tuple(out.shape)
+            saved = getattr(ctx, "saved", ())
+            if saved:
+                versions = []
+                for s in saved:
+                    if s is out:
+                        versions.append((result._version, result._version.value, cls))
+                        continue
+                    for a in args:
+                        if isinstance(a, Tensor) and a._data is s:
+                            versions.append((a._version, a._version.value, cls))
+                            break
+                node.saved_versions = versions
+            result.grad_fn = node
+            result.requires_grad = True
+        return result
+
+
+def _check_finite(a, where):
+    xp = type(a).__module__.startswith("cupy")
+    import numpy as np
+    if xp:
+        import cupy
+        ok = bool(cupy.isfinite(a).all()) if a.dtype.kind == "f" else True
+    else:
+        ok = bool(np.isfinite(a).all()) if a.dtype.kind == "f" else True
+    if not ok:
+        raise RuntimeError(f"anomaly detected: {where} produced NaN or inf")

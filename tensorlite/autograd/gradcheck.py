@@ -1,0 +1,64 @@
+"""Compare analytic gradients with central finite differences, in float64."""
+import numpy as np
+
+
+class GradcheckError(AssertionError):
+    pass
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, max_entries=None,
+              seed=0):
+    """fn(*inputs) -> Tensor. Every floating input with requires_grad is checked: the gradient
+    of sum(fn(*inputs) * r) for a fixed random r is compared entry by entry with
+    (f(x + eps) - f(x - eps)) / (2 eps). Inputs must be float64 (a float32 check would
+    measure rounding, not the derivative). max_entries: check a random subset of entries.
+    Returns True, or raises GradcheckError naming the input, the worst entry and both values."""
+    from ..tensor import Tensor
+    from . import grad as autograd_grad
+    from .grad_mode import no_grad
+    inputs = tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,)
+    check = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not check:
+        raise ValueError("gradcheck: no input requires grad")
+    for i in check:
+        if inputs[i].dtype.np != np.float64:
+            raise TypeError(f"gradcheck: input {i} is {inputs[i].dtype}; use float64 inputs")
+    rng = np.random.default_rng(seed)
+    out = fn(*inputs)
+    r = rng.standard_normal(out.shape)
+    weight = Tensor._make(np.asarray(r, dtype=np.float64), out.device)
+
+    def scalar():
+        with no_grad():
+            return float((fn(*inputs) * weight).sum().item())
+
+    analytic = autograd_grad((out * weight).sum(), [inputs[i] for i in check], allow_unused=True)
+    worst = (0.0, None)
+    for k, i in enumerate(check):
+        x = inputs[i]
+        a = np.zeros(x.shape) if analytic[k] is None else np.asarray(analytic[k])
+        flat = x._data.reshape(-1)
+        if not np.shares_memory(flat, x._data):
+            raise ValueError(f"gradcheck: input {i} must be contiguous")
+        idx = np.arange(flat.size)
+        if max_entries is not None and flat.size > max_entries:
+            idx = rng.choice(flat.size, max_entries, replace=False)
+        for j in idx:
+            orig = flat[j]
+            flat[j] = orig + eps
+            fp = scalar()
+            flat[j] = orig - eps
+            fm = scalar()
+            flat[j] = orig
+            num = (fp - fm) / (2 * eps)
+            an = a.reshape(-1)[j]
+            err = abs(an - num)
+            if err > atol + rtol * abs(num):
+                msg = (f"gradcheck: input {i}, entry {np.unravel_index(j, x.shape)}: analytic "
+                       f"{an:.10g} vs numerical {num:.10g} (|diff| {err:.3g})")
+                if raise_exception:
+                    raise GradcheckError(msg)
+                return False
+            if err > worst[0]:
+                worst = (err, (i, j))
+    return True
