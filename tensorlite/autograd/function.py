@@ -7,6 +7,8 @@ the graph. Backward returns one gradient (or None) per positional argument.
 """
 import weakref
 
+import numpy as _np
+
 from . import grad_mode
 
 _Tensor = None  # set by tensorlite.tensor, which imports this module first
@@ -111,6 +113,8 @@ class Function:
         ctx.needs_input_grad = tuple(needs)
         ctx.device = device
         out = cls.forward(ctx, *raw, **kwargs)
+        if isinstance(out, _np.generic):  # NumPy turns 0-d results into scalars
+            out = _np.asarray(out)
         result = Tensor._make(out, getattr(ctx, "out_device", device))
         if grad_mode.is_anomaly_enabled():
             _check_finite(out, f"{cls.__name__} forward")

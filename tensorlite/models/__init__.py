@@ -1,0 +1,3 @@
+"""Models built only from tensorlite modules."""
+from .gpt import GPT, GPTConfig, sample_next  # noqa: F401
+from .encoder import Encoder, EncoderConfig  # noqa: F401

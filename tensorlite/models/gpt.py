@@ -1,0 +1,164 @@
+"""GPT: a decoder-only transformer (GPT-2 / nanoGPT architecture), built only from
+tensorlite modules. State-dict keys follow GPT-2/nanoGPT naming."""
+from dataclasses import dataclass, asdict
+
+import numpy as np
+
+from .. import factories
+from ..autograd.grad_mode import no_grad
+from ..backend.device import to_numpy
+from ..nn import functional as F
+from ..nn import init
+from ..nn.attention import KVCache
+from ..nn.containers import ModuleDict, ModuleList
+from ..nn.layers import Dropout, Embedding, LayerNorm, Linear
+from ..nn.module import Module
+from ..nn.transformer import Block
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50304
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+class GPT(Module):
+    def __init__(self, config):
+        super().__init__()
+        if config.n_embd % config.n_head:
+            raise ValueError(f"GPTConfig: n_embd ({config.n_embd}) must be divisible by n_head "
+                             f"({config.n_head})")
+        self.config = config
+        c = config
+        self.transformer = ModuleDict(dict(
+            wte=Embedding(c.vocab_size, c.n_embd),
+            wpe=Embedding(c.block_size, c.n_embd),
+            drop=Dropout(c.dropout),
+            h=ModuleList([Block(c.n_embd, c.n_head, bias=c.bias, dropout=c.dropout, causal=True,
+                                prenorm=True, approximate="tanh") for _ in range(c.n_layer)]),
+            ln_f=LayerNorm(c.n_embd, bias=c.bias),
+        ))
+        self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
+        init.gpt2_init_(self, c.n_layer)
+
+    def forward(self, idx, targets=None, kv_cache=None):
+        """idx: (B, T) token ids. Returns (logits (B, T, V), loss or None).
+        kv_cache: a KVCache; the tokens in idx then continue the cached ones."""
+        B, T = idx.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"GPT: sequence of length {start + T} is longer than the model's "
+                             f"block_size {self.config.block_size}")
+        pos = factories.arange(start, start + T, device=idx.device)
+        tr = self.transformer
+        x = tr.drop(tr.wte(idx) + tr.wpe(pos))
+        for i, block in enumerate(tr.h):
+            x = block(x, cache=kv_cache.layer(i) if kv_cache is not None else None)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        x = tr.ln_f(x)
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
+        return logits, loss
+
+    # ---- facts about the model ------------------------------------------------------
+    def num_parameters(self, non_embedding=False, trainable_only=False):
+        n = super().num_parameters(trainable_only)
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, T=None):
+        """Training FLOPs per token (forward + backward): 6N for the matmuls with the
+        parameters, plus 12 * n_layer * n_embd * T for attention's two T x T matmuls."""
+        c = self.config
+        T = c.block_size if T is None else T
+        return 6 * self.num_parameters(non_embedding=True) + 12 * c.n_layer * c.n_embd * T
+
+    def crop_block_size(self, block_size):
+        """Shrink the context length (e.g. to fine-tune a model with a shorter context)."""
+        if block_size > self.config.block_size:
+            raise ValueError(f"crop_block_size: {block_size} is larger than the current "
+                             f"block_size {self.config.block_size}")
+        self.config.block_size = block_size
+        w = self.transformer.wpe.weight
+        w._data = w._data[:block_size].copy()
+        self.transformer.wpe.num_embeddings = block_size
+
+    # ---- sampling -------------------------------------------------------------------------
+    @no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 use_cache=True, generator=None, stream=None):
+        """Continue idx (B, T) by max_new_tokens sampled tokens. temperature=0 is greedy.
+        With use_cache, each step feeds only the new token through the network and reuses
+        the keys/values of earlier tokens (a KV cache). stream(tokens (B,)) is called with
+        every new token as it is produced."""
+        from ..random import default_generator
+        rng = (generator or default_generator).np
+        was_training = self.training
+        self.eval()
+        bs = self.config.block_size
+        cache = None
+        out = idx
+        try:
+            for _ in range(max_new_tokens):
+                if use_cache and cache is not None and cache.pos < bs:
+                    logits, _ = self(out[:, -1:], kv_cache=cache)
+                else:
+                    # first step, or the context is full: (re)compute on the last block_size
+                    # tokens, which is exactly what the uncached path does every step
+                    cache = KVCache(self.config.n_layer) if use_cache else None
+                    logits, _ = self(out[:, -bs:], kv_cache=cache)
+                nxt = sample_next(to_numpy(logits._data[:, -1, :]), temperature, top_k, top_p, rng)
+                nxt_t = factories.tensor(nxt[:, None], dtype="int64", device=idx.device)
+                out = factories.cat([out, nxt_t], dim=1)
+                if stream is not None:
+                    stream(nxt)
+        finally:
+            self.train(was_training)
+        return out
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """One token id per row of logits (N, V) (NumPy; sampling is not part of the graph)."""
+    logits = logits.astype(np.float64)
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None:
+        k = min(int(top_k), logits.shape[-1])
+        kth = np.sort(logits, axis=-1)[:, -k][:, None]
+        logits = np.where(logits < kth, -np.inf, logits)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    if top_p is not None and top_p < 1.0:
+        # keep the smallest set of most likely tokens whose probability reaches top_p
+        order = np.argsort(-p, axis=-1)
+        sorted_p = np.take_along_axis(p, order, -1)
+        keep_sorted = np.cumsum(sorted_p, -1) - sorted_p < top_p
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, -1)
+        p = np.where(keep, p, 0)
+        p /= p.sum(-1, keepdims=True)
+    rng = rng or np.random.default_rng()
+    u = rng.random((p.shape[0], 1))
+    return np.minimum((np.cumsum(p, -1) < u).sum(-1), p.shape[-1] - 1)
+
