@@ -40,7 +40,7 @@ class BPETokenizer:
 
     merges:  (left_id, right_id, new_id) in the order they were learned (rank 0
              first). Each left/right must be a byte token or an earlier merge's
-             result: the encoder relies on that (see _merge_long).
+             result: the encoder relies on that (see _merge).
     byte_ids: byte_ids[b] is the id of the token for the single byte b
              (default: the byte value itself).
     special_tokens: strings such as "<|endoftext|>" that encode() turns into one
@@ -159,6 +159,9 @@ class BPETokenizer:
         if isinstance(special_tokens, str):  # one token passed bare, not as a tuple
             special_tokens = [special_tokens]
         special_tokens = list(dict.fromkeys(special_tokens))  # drop repeats, keep order
+        for token in special_tokens:
+            if not isinstance(token, str) or not token:
+                raise ValueError(f"special tokens must be non-empty strings, got {token!r}")
         n_merges = vocab_size - 256 - len(special_tokens)
         if n_merges < 0:
             raise ValueError(
@@ -167,7 +170,7 @@ class BPETokenizer:
             )
 
         # 1. The text as a table of distinct words and how often each occurs.
-        #    Shakespeare's 300k words are only ~25k distinct ones, and each step
+        #    Shakespeare's 300k words are only ~15k distinct ones, and each step
         #    below costs in proportion to distinct words, not to the text.
         pattern = gpt2_pattern(text)
         word_counts: Counter[str] = Counter()
