@@ -1,0 +1,95 @@
+"""GELU, exact ("none": x * Phi(x) with erf) and tanh-approximated: forward and backward.
+
+Elementwise over a flat view; one block of BLOCK elements per program.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from . import _launch as L
+
+# The constants are written out in the kernels: a compiled kernel may only read
+# globals wrapped in tl.constexpr, and the interpreter mishandles constexpr * tensor.
+# 0.7071067811865476 = 1/sqrt(2), 0.3989422804014327 = 1/sqrt(2*pi),
+# 0.7978845608028654 = sqrt(2/pi), 0.044715 the tanh approximation's cubic coefficient.
+
+
+@triton.jit
+def _tanh(u):
+    # tl.math has no tanh. Written with e^{-2|u|} <= 1 so nothing overflows for large
+    # |u| (where it saturates to +-1).
+    e = tl.exp(-2.0 * tl.abs(u))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(u < 0, -t, t)
+
+
+@triton.jit
+def _gelu_fwd(X, Y, N, TANH: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    x = tl.load(X + offs, mask=mask, other=0.0).to(ACC)
+    if TANH:
+        t = _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+        y = 0.5 * x * (1.0 + t)
+    else:
+        y = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gelu_bwd(X, DY, DX, N, TANH: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    x = tl.load(X + offs, mask=mask, other=0.0).to(ACC)
+    dy = tl.load(DY + offs, mask=mask, other=0.0).to(ACC)
+    if TANH:
+        t = _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+        du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x)
+        d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+    else:
+        d = 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
+    tl.store(DX + offs, (dy * d).to(DX.dtype.element_ty), mask=mask)
+
+
+def _mode(op, approximate) -> bool:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return approximate == "tanh"
+
+
+def _block() -> int:
+    return 1 << 16 if L.interpreting() else 1024
+
+
+def gelu_forward(x, approximate="none"):
+    op = "gelu_forward"
+    tanh = _mode(op, approximate)
+    L.check_float(op, x=x)
+    xp = L.array_module(x)
+    xc = xp.ascontiguousarray(x)
+    y = xp.empty(x.shape, x.dtype)
+    n = xc.size
+    if n:
+        block = _block()
+        L.launch(_gelu_fwd, (L.cdiv(n, block),), xc, y, n, TANH=tanh, BLOCK=block,
+                 ACC=L.acc_dtype(x.dtype)[1], num_warps=4)
+    return y
+
+
+def gelu_backward(x, dy, approximate="none"):
+    op = "gelu_backward"
+    tanh = _mode(op, approximate)
+    L.check_float(op, x=x, dy=dy)
+    L.check_same_shape(op, x=x, dy=dy)
+    L.check_same_dtype(op, x=x, dy=dy)
+    xp = L.array_module(x)
+    xc = xp.ascontiguousarray(x)
+    dyc = xp.ascontiguousarray(dy)
+    dx = xp.empty(x.shape, x.dtype)
+    n = xc.size
+    if n:
+        block = _block()
+        L.launch(_gelu_bwd, (L.cdiv(n, block),), xc, dyc, dx, n, TANH=tanh, BLOCK=block,
+                 ACC=L.acc_dtype(x.dtype)[1], num_warps=4)
+    return dx
