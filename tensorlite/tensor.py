@@ -36,6 +36,10 @@ class Tensor:
         self._init(data, CPU if isinstance(data, np.ndarray) else as_device("cuda"), requires_grad)
 
     def _init(self, data, device, requires_grad=False, version=None):
+        if isinstance(data, np.generic):
+            # NumPy hands back scalars (not 0-d arrays) from full reductions and integer
+            # indexing; every method here expects an array (.get, .base, in-place writes)
+            data = np.asarray(data)
         self._data = data
         self._device = device
         self.grad = None

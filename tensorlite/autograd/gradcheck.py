@@ -33,16 +33,16 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
             return float((fn(*inputs) * weight).sum().item())
 
     analytic = autograd_grad((out * weight).sum(), [inputs[i] for i in check], allow_unused=True)
-    worst = (0.0, None)
     for k, i in enumerate(check):
         x = inputs[i]
         a = np.zeros(x.shape) if analytic[k] is None else np.asarray(analytic[k])
-        flat = x._data.reshape(-1)
-        if not np.shares_memory(flat, x._data):
+        if not x._data.flags.c_contiguous:  # (an empty array shares no memory with its view)
             raise ValueError(f"gradcheck: input {i} must be contiguous")
+        flat = x._data.reshape(-1)
         idx = np.arange(flat.size)
         if max_entries is not None and flat.size > max_entries:
             idx = rng.choice(flat.size, max_entries, replace=False)
+        worst, bad = None, 0  # report the worst failing entry, not just the first
         for j in idx:
             orig = flat[j]
             flat[j] = orig + eps
@@ -53,12 +53,16 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
             num = (fp - fm) / (2 * eps)
             an = a.reshape(-1)[j]
             err = abs(an - num)
-            if err > atol + rtol * abs(num):
-                msg = (f"gradcheck: input {i}, entry {np.unravel_index(j, x.shape)}: analytic "
-                       f"{an:.10g} vs numerical {num:.10g} (|diff| {err:.3g})")
-                if raise_exception:
-                    raise GradcheckError(msg)
-                return False
-            if err > worst[0]:
-                worst = (err, (i, j))
+            if not err <= atol + rtol * abs(num):  # `not <=` so a NaN on either side fails
+                bad += 1
+                if worst is None or not err <= worst[0]:
+                    worst = (err, j, an, num)
+        if worst is not None:
+            err, j, an, num = worst
+            msg = (f"gradcheck: input {i}, entry {tuple(int(v) for v in np.unravel_index(j, x.shape))}"
+                   f": analytic {an:.10g} vs numerical {num:.10g} (|diff| {err:.3g}); "
+                   f"{bad} of {len(idx)} entries differ")
+            if raise_exception:
+                raise GradcheckError(msg)
+            return False
     return True

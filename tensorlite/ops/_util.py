@@ -39,7 +39,7 @@ def norm_dims(dim, ndim, op):
 
 
 def shape_str(s):
-    return "(" + ", ".join(str(x) for x in s) + ")"
+    return str(tuple(int(x) for x in s))  # (3,) for one dim, as Python prints shapes
 
 
 def broadcast_shape(a, b, op):

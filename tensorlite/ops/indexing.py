@@ -16,7 +16,11 @@ class GetItem(Function):
         ctx.key = key
         ctx.in_shape, ctx.dtype = x.shape, x.dtype
         out = x[key]
-        return out if hasattr(out, "shape") else xp_of(x).asarray(out)
+        if not isinstance(out, type(x)):
+            # all-integer keys give a NumPy scalar (a copy); with a trailing Ellipsis NumPy
+            # gives a 0-d view instead, so x[i] shares memory with x as in PyTorch
+            out = x[(key if isinstance(key, tuple) else (key,)) + (Ellipsis,)]
+        return out
 
     @staticmethod
     def backward(ctx, g):
