@@ -29,6 +29,17 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning "
                                "attributes in __init__")
+        if name in self._buffers and not isinstance(value, (Parameter, Module)) \
+                and (value is None or isinstance(value, Tensor)):
+            # `self.mask = new_tensor` replaces the buffer's value; it stays a buffer
+            # (and keeps its persistence), as in PyTorch
+            self._buffers[name] = value
+            return
+        if name in self._parameters and isinstance(value, Tensor) and not isinstance(value, Parameter):
+            # silently turning `lin.weight = tensor` into a plain attribute would drop the
+            # weight from parameters(), the optimizer and the state dict
+            raise TypeError(f"cannot assign a Tensor to parameter '{name}' of "
+                            f"{type(self).__name__}: wrap it in nn.Parameter (or assign None)")
         for store in (self._parameters, self._buffers, self._modules):
             store.pop(name, None)
         if isinstance(value, Parameter):
@@ -56,9 +67,12 @@ class Module:
 
     def register_buffer(self, name, tensor, persistent=True):
         """A tensor that is part of the module's state but not trained (e.g. a mask)."""
+        self.__dict__.pop(name, None)  # a plain attribute of that name would shadow the buffer
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
         self._buffers[name] = tensor
-        if not persistent:
-            object.__setattr__(self, "_non_persistent", getattr(self, "_non_persistent", set()) | {name})
+        skip = getattr(self, "_non_persistent", set())
+        object.__setattr__(self, "_non_persistent", skip - {name} if persistent else skip | {name})
 
     def register_parameter(self, name, param):
         if param is None:
