@@ -547,9 +547,12 @@ class Tensor:
 
     def _minmax(self, dim, keepdim, largest):
         name = "max" if largest else "min"
-        if self.numel() == 0:
-            raise RuntimeError(f"{name}: cannot reduce an empty tensor of shape {shape_str(self.shape)}")
-        return R.Amax.apply(self, dims=norm_dims(dim, self.ndim, name), keepdim=keepdim, largest=largest)
+        dims = norm_dims(dim, self.ndim, name)
+        # only reducing over an empty dim has no answer; (0, 3).amax(1) is a valid (0,) result
+        if any(self.shape[d] == 0 for d in dims):
+            raise RuntimeError(f"{name}: cannot reduce an empty tensor of shape {shape_str(self.shape)} "
+                               f"over dim {dim}")
+        return R.Amax.apply(self, dims=dims, keepdim=keepdim, largest=largest)
 
     def amax(self, dim=None, keepdim=False):
         return self._minmax(dim, keepdim, True)
@@ -594,10 +597,15 @@ class Tensor:
 
     def prod(self, dim=None, keepdim=False):
         d = None if dim is None else norm_dim(dim, self.ndim, "prod")
+        if self.ndim == 0:
+            d = None  # dim 0 of a 0-d tensor is allowed but NumPy has no axis 0 there
         return R.Prod.apply(self, dim=d, keepdim=keepdim)
 
     def cumsum(self, dim):
-        return R.Cumsum.apply(self, dim=norm_dim(dim, self.ndim, "cumsum"))
+        d = norm_dim(dim, self.ndim, "cumsum")
+        if self.ndim == 0:  # NumPy's cumsum flattens a 0-d array to (1,)
+            return self.reshape(1).cumsum(0).reshape(())
+        return R.Cumsum.apply(self, dim=d)
 
     def _floating(self):
         return self if self.dtype.is_floating_point else self.to(dt.get_default_dtype())

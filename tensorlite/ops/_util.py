@@ -35,7 +35,8 @@ def norm_dims(dim, ndim, op):
     out = tuple(sorted({norm_dim(d, ndim, op) for d in dim}))
     if len(out) != len(dim):
         raise ValueError(f"{op}: dim {dim} names a dimension more than once")
-    return out
+    # a 0-d tensor accepts dim 0/-1 (as PyTorch does) but has no axis to reduce over
+    return out if ndim else ()
 
 
 def shape_str(s):

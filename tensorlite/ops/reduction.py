@@ -91,7 +91,8 @@ class LogSumExp(Function):
         xp = xp_of(x)
         m = x.max(axis=dims, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # a row of -inf must give -inf, not nan
-        lse = xp.log(xp.exp(x - m).sum(axis=dims, keepdims=True)) + m
+        with _quiet(xp):  # log(0) for that row of -inf: -inf is the answer, no warning
+            lse = xp.log(xp.exp(x - m).sum(axis=dims, keepdims=True)) + m
         ctx.save_for_backward(x)
         ctx.lse = lse
         ctx.meta = (x.shape, dims, keepdim)
@@ -120,9 +121,11 @@ class Prod(Function):
         dim = ctx.dim
         xs = x.reshape(-1) if dim is None else xp.moveaxis(x, dim, -1)
         ones = xp.ones(xs.shape[:-1] + (1,), dtype=x.dtype)
-        left = xp.concatenate([ones, xp.cumprod(xs, axis=-1)[..., :-1]], axis=-1)
+        # drop the last entry after concatenating (not before): for an empty dim, [:-1] of
+        # the cumprod would keep nothing and the result would have one entry too many
+        left = xp.concatenate([ones, xp.cumprod(xs, axis=-1)], axis=-1)[..., :-1]
         right = xp.flip(xp.concatenate(
-            [ones, xp.cumprod(xp.flip(xs, -1), axis=-1)[..., :-1]], axis=-1), -1)
+            [ones, xp.cumprod(xp.flip(xs, -1), axis=-1)], axis=-1)[..., :-1], -1)
         others = left * right
         if dim is None:
             return ((others * g).reshape(x.shape),)
