@@ -761,8 +761,10 @@ class Tensor:
         return S.Tri.apply(self, diagonal=diagonal, upper=False)
 
     def _view_result(self, out):
-        # views share the version counter, so an in-place write through either is seen by both
-        if isinstance(self._data, np.ndarray) and out._data.base is not None:
+        # views share the version counter, so an in-place write through either is seen by both.
+        # (not `.base is not None`: NumPy's copies from fancy indexing or from reshaping a
+        # strided array often have a base too, and sharing with them gives false version errors)
+        if isinstance(self._data, np.ndarray) and np.may_share_memory(out._data, self._data):
             out._version = self._version
         return out
 

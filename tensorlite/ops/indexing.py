@@ -94,7 +94,9 @@ class ScatterAdd(Function):
         gsrc = None
         if ctx.needs_input_grad[2]:
             gsrc = xp.zeros(ctx.src_shape, dtype=g.dtype)
-            gsrc[tuple(slice(0, s) for s in index.shape)] = xp.take_along_axis(g, index, axis=ctx.dim)
+            # as in Gather: index may be smaller than the output in the other dims
+            part = tuple(slice(None) if d == ctx.dim else slice(0, s) for d, s in enumerate(index.shape))
+            gsrc[tuple(slice(0, s) for s in index.shape)] = xp.take_along_axis(g[part], index, axis=ctx.dim)
         return (g, None, gsrc)
 
 
