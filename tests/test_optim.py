@@ -106,7 +106,7 @@ def test_adam_matches_textbook(rng, wd):
         np.testing.assert_allclose(got[i], expect, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("provider", ["numpy", "cpp"])
+@pytest.mark.parametrize("provider", ["numpy", "cpp", "triton"])
 def test_adamw_param_groups_match_textbook(rng, provider):
     require_provider(provider)
     shapes = [(4, 6), (6,), (6,), (2, 3)]
@@ -131,7 +131,7 @@ def test_adamw_param_groups_match_textbook(rng, provider):
     assert opt.state[id(ps[2])]["step"] == STEPS - 1 and opt.state[id(ps[0])]["step"] == STEPS
 
 
-@pytest.mark.parametrize("provider", ["numpy", "cpp"])
+@pytest.mark.parametrize("provider", ["numpy", "cpp", "triton"])
 def test_adamw_float32(rng, provider):
     require_provider(provider)
     ps = _params(rng, [(64,)], dtype=np.float32)

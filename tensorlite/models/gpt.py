@@ -1,5 +1,6 @@
 """GPT: a decoder-only transformer (GPT-2 / nanoGPT architecture), built only from
 tensorlite modules. State-dict keys follow GPT-2/nanoGPT naming."""
+import dataclasses
 from dataclasses import dataclass, asdict
 
 import numpy as np
@@ -98,7 +99,8 @@ class GPT(Module):
         if block_size > self.config.block_size:
             raise ValueError(f"crop_block_size: {block_size} is larger than the current "
                              f"block_size {self.config.block_size}")
-        self.config.block_size = block_size
+        # a new config object: models built from the same GPTConfig keep their block_size
+        self.config = dataclasses.replace(self.config, block_size=block_size)
         w = self.transformer.wpe.weight
         w._data = w._data[:block_size].copy()
         self.transformer.wpe.num_embeddings = block_size
