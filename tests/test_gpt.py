@@ -203,6 +203,7 @@ def test_overfits_one_batch():
     assert losses[0] > 2.0 and losses[-1] < 0.05
 
 
+@pytest.mark.filterwarnings("ignore:scaled_dot_product_attention")  # attention dropout: unfused path
 def test_dropout_train_vs_eval_and_seeding():
     tl.manual_seed(0)
     model = GPT(GPTConfig(**SMALL, dropout=0.2))

@@ -406,6 +406,10 @@ def test_sequential():
     named = nn.Sequential(OrderedDict(inp=nn.Linear(3, 3), act=nn.Tanh()))
     assert [n for n, _ in named.named_children()] == ["inp", "act"]
     assert named(x).shape == (5, 3)
+    head = seq[:2]  # a slice is a Sequential that runs
+    assert isinstance(head, nn.Sequential) and head[0] is seq[0]
+    np.testing.assert_array_equal(np_(head(x)), np_(seq[1](seq[0](x))))
+    assert [n for n, _ in named[1:].named_children()] == ["act"]
 
 
 def test_module_list():
@@ -416,8 +420,9 @@ def test_module_list():
     assert [n for n, _ in ml.named_parameters()][:2] == ["0.weight", "0.bias"]
     assert len(ml[1:3]) == 2 and ml[1:3][0] is ml[1]
     assert len(list(ml)) == 5
-    with pytest.raises((IndexError, KeyError)):
-        ml[5]
+    for bad in (5, -6):  # out of range: IndexError, no wrap-around
+        with pytest.raises(IndexError):
+            ml[bad]
 
 
 def test_module_dict():
@@ -578,6 +583,11 @@ def test_clip_grad_norm_returns_preclip_norm_and_clips(rng):
     assert nn.clip_grad_norm_(ps[:1], 1.5, norm_type=float("inf")) == pytest.approx(3.0)
     assert np.abs(np_(ps[0].grad)).max() == pytest.approx(1.5, rel=1e-5)
     assert nn.clip_grad_norm_([nn.Parameter(tl.zeros(2))], 1.0) == 0.0
+    # a single tensor is accepted as PyTorch does
+    one = nn.Parameter(tl.zeros(3))
+    one.grad = tl.tensor([3.0, 0.0, 4.0])
+    assert nn.clip_grad_norm_(one, 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(np_(one.grad), [0.6, 0.0, 0.8], rtol=1e-5)
 
 
 # ---- functional ops by finite differences (float64, numpy provider) -------------------------------

@@ -20,6 +20,8 @@ class Sequential(Module):
         return x
 
     def __getitem__(self, i):
+        if isinstance(i, slice):  # a Sequential again (callable), keeping the names
+            return Sequential(OrderedDict(list(self._modules.items())[i]))
         return list(self._modules.values())[i]
 
     def __len__(self):
@@ -27,6 +29,14 @@ class Sequential(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+def _index(i, n, owner):
+    """A list index in [0, n), or IndexError (not a wrapped-around or KeyError lookup)."""
+    j = i + n if i < 0 else i
+    if not 0 <= j < n:
+        raise IndexError(f"{owner}: index {i} is out of range for {n} modules")
+    return j
 
 
 class ModuleList(Module):
@@ -47,7 +57,7 @@ class ModuleList(Module):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return ModuleList(list(self._modules.values())[i])
-        return self._modules[str(i % len(self._modules) if i < 0 else i)]
+        return self._modules[str(_index(i, len(self._modules), "ModuleList"))]
 
     def __len__(self):
         return len(self._modules)

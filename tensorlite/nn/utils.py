@@ -3,11 +3,14 @@ import math
 
 from ..autograd.grad_mode import no_grad
 from ..backend.device import xp_of
+from ..tensor import Tensor
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     """Scale all gradients so their global norm is at most max_norm; return the norm
     measured before clipping (as a Python float)."""
+    if isinstance(parameters, Tensor):  # one tensor, as PyTorch accepts (iterating it gives rows)
+        parameters = [parameters]
     grads = [p.grad for p in (parameters if isinstance(parameters, (list, tuple)) else list(parameters))
              if p.grad is not None]
     if not grads:
