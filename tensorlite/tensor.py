@@ -263,10 +263,10 @@ class Tensor:
         import weakref
         ref = weakref.ref(self)
 
-        def keep(g):
+        def keep(g):  # g is a Tensor: register_hook wraps the raw gradient
             t = ref()
             if t is not None:
-                t._accumulate_grad(g)
+                t._accumulate_grad(g._data)
         self.register_hook(keep)
 
     def register_hook(self, hook):

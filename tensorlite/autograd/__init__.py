@@ -4,6 +4,7 @@ from .function import Function, Context  # noqa: F401
 from .grad_mode import (no_grad, enable_grad, is_grad_enabled, set_grad_enabled,  # noqa: F401
                         set_detect_anomaly, detect_anomaly, is_anomaly_enabled)
 from .engine import run_backward
+from ..backend.device import xp_of
 from .function import edge_of
 
 
@@ -12,7 +13,8 @@ def _root_grad(t, gradient):
         if t.numel() != 1:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs; this "
                                f"output has shape {t.shape}: pass gradient= to backward()")
-        return t._data.dtype.type(1) + 0 * t._data
+        # ones_like, not 1 + 0 * t: an inf or nan loss must still get d loss / d loss = 1
+        return xp_of(t._data).ones_like(t._data)
     g = gradient._data if hasattr(gradient, "_data") else gradient
     if tuple(g.shape) != t.shape:
         raise RuntimeError(f"backward: gradient has shape {tuple(g.shape)} but the output has "

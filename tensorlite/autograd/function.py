@@ -115,6 +115,9 @@ class Function:
         out = cls.forward(ctx, *raw, **kwargs)
         if isinstance(out, _np.generic):  # NumPy turns 0-d results into scalars
             out = _np.asarray(out)
+        # an integer or bool result (x.long(), a cast of a tensor that requires grad) has no
+        # gradient: leave it out of the graph instead of failing to make it require grad
+        record = record and out.dtype.kind == "f"
         result = Tensor._make(out, getattr(ctx, "out_device", device))
         if grad_mode.is_anomaly_enabled():
             _check_finite(out, f"{cls.__name__} forward")
