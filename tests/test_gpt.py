@@ -2,8 +2,6 @@
 float64, hand-written backward), finite differences on the whole model, agreement between
 fused-op providers, overfitting a batch, dropout, the KV cache and sampling, and the
 BERT-style encoder."""
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -14,8 +12,7 @@ from tensorlite.autograd import gradcheck
 from tensorlite.models import GPT, GPTConfig, Encoder, EncoderConfig, sample_next
 from tensorlite.models import gpt as gpt_module
 
-from _nn_helpers import (kernels, np_, numpy_kernels, provider_skip_reason, require_provider,  # noqa: F401
-                         t64)
+from _nn_helpers import kernels, np_, numpy_kernels, require_provider  # noqa: F401
 
 SMALL = dict(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16)
 TINY = dict(vocab_size=7, block_size=4, n_layer=1, n_head=2, n_embd=4)
@@ -227,7 +224,7 @@ def test_dropout_train_vs_eval_and_seeding():
     assert all(np.isfinite(np_(p.grad)).all() for p in model.parameters())
 
 
-# ---- the KV cache and sampling --------------------------------------------------------------------------
+# ---- the KV cache and sampling -------------------------------------------------------------------
 @pytest.fixture
 def small_model():
     cfg = dict(SMALL, bias=True)
@@ -346,7 +343,7 @@ def test_generate_with_top_k_stays_in_top_k(small_model, monkeypatch):
         assert all(t in row for t, row in zip(tok, top3))
 
 
-# ---- model surgery and facts ---------------------------------------------------------------------------------
+# ---- model surgery and facts ---------------------------------------------------------------------
 def test_crop_block_size(small_model):
     model = small_model
     idx = tl.tensor(np.random.default_rng(9).integers(0, 13, (2, 4)))
@@ -400,7 +397,7 @@ def test_config_roundtrip_and_errors():
         model(tl.tensor(np.zeros((1, 9), dtype=np.int64)))
 
 
-# ---- the BERT-style encoder ---------------------------------------------------------------------------------
+# ---- the BERT-style encoder ----------------------------------------------------------------------
 ENC = dict(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8)
 
 

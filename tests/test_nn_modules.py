@@ -252,7 +252,7 @@ def test_load_state_dict_all_problems_in_one_error():
     assert "missing keys: scale" in msg and "unexpected keys: bogus" in msg and "fc.bias" in msg
 
 
-# ---- Module: hooks ----------------------------------------------------------------------------------
+# ---- Module: hooks -------------------------------------------------------------------------------
 def test_forward_hooks():
     lin = nn.Linear(3, 2)
     calls = []
@@ -281,7 +281,7 @@ def test_full_backward_hook_sees_output_grad():
     assert len(got) == 1
 
 
-# ---- layers against NumPy -------------------------------------------------------------------------
+# ---- layers against NumPy ------------------------------------------------------------------------
 def test_linear_matches_numpy_forward_and_backward(rng):
     lin = nn.Linear(5, 3).double()
     assert lin.weight.shape == (3, 5) and lin.bias.shape == (3,)
@@ -394,7 +394,7 @@ def test_cross_entropy_loss_module(rng):
     np.testing.assert_allclose(loss.item(), expect, rtol=1e-12)
 
 
-# ---- containers -------------------------------------------------------------------------------------
+# ---- containers ----------------------------------------------------------------------------------
 def test_sequential():
     seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     assert len(seq) == 3 and isinstance(seq[-1], nn.Linear) and isinstance(seq[1], nn.ReLU)
@@ -434,7 +434,7 @@ def test_module_dict():
     assert md.a is md["a"]  # attribute access reaches the registered module
 
 
-# ---- attention and blocks ---------------------------------------------------------------------------------
+# ---- attention and blocks ------------------------------------------------------------------------
 def _attn_params(m):
     return (np_(m.c_attn.weight), np_(m.c_attn.bias), np_(m.c_proj.weight), np_(m.c_proj.bias))
 
@@ -530,7 +530,7 @@ def test_mlp_shapes_and_formula(rng):
     np.testing.assert_allclose(np_(mlp(t64(x))), expect, rtol=1e-10, atol=1e-12)
 
 
-# ---- init and gradient utilities ----------------------------------------------------------------------------
+# ---- init and gradient utilities -----------------------------------------------------------------
 def test_gpt2_init():
     tl.manual_seed(0)
     blocks = nn.ModuleList([nn.Block(64, 4) for _ in range(4)])
@@ -590,7 +590,7 @@ def test_clip_grad_norm_returns_preclip_norm_and_clips(rng):
     np.testing.assert_allclose(np_(one.grad), [0.6, 0.0, 0.8], rtol=1e-5)
 
 
-# ---- functional ops by finite differences (float64, numpy provider) -------------------------------
+# ---- functional ops by finite differences (float64, numpy provider) ------------------------------
 def _leaf(rng, *shape, lo=-2.0, hi=2.0):
     return t64(rng.uniform(lo, hi, shape), requires_grad=True)
 
