@@ -300,12 +300,18 @@ class Tensor:
     # ---- printing ---------------------------------------------------------------
     def __repr__(self):
         a = to_numpy(self._data)
+        # PyTorch's style: whole floats print as "1.", others with 4 fixed decimals ("1.5000")
+        finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+        fixed = a.dtype.kind == "f" and bool((finite != np.round(finite)).any())
         body = np.array2string(a, separator=", ", precision=4, prefix="tensor(",
-                               floatmode="maxprec_equal" if a.dtype.kind == "f" else "maxprec")
+                               floatmode="fixed" if fixed else "maxprec_equal")
         extras = []
         if self._device.type != "cpu":
             extras.append(f"device='{self._device}'")
-        if self.dtype not in (dt.float32, dt.int64, dt.bool_) or self.numel() == 0:
+        if self.numel() == 0 and self.ndim != 1:
+            extras.append(f"size={shape_str(self.shape)}")  # "[]" alone does not say the shape
+        if self.dtype not in (dt.float32, dt.int64, dt.bool_) or \
+                (self.numel() == 0 and self.dtype is not dt.float32):
             extras.append(f"dtype={self.dtype}")
         if self.grad_fn is not None:
             extras.append(f"grad_fn=<{self.grad_fn.name()}>")
@@ -315,6 +321,8 @@ class Tensor:
 
     # ---- arithmetic -------------------------------------------------------------
     def _binary(self, other, fn, name, reverse=False, floating=False):
+        if not isinstance(other, (Tensor, numbers.Number)):
+            return NotImplemented  # Python then raises its usual "unsupported operand" TypeError
         res = dt.result_type(_kind(self), _kind(other))
         if floating and not res.is_floating_point:
             res = dt.get_default_dtype()
