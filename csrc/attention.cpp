@@ -82,6 +82,9 @@ template <class VT, class T>
 TL_INLINE void vstore(T* p, const VT& v) {
     std::memcpy(p, &v, sizeof v);
 }
+// For constants only (folded at compile time). Runtime scalars enter as `vector * scalar`:
+// GCC 12 builds a runtime splat lane by lane inside target() functions, but folds the scalar
+// operand of an arithmetic op into one broadcast (or an embedded {1toN} memory operand).
 template <class VT, class T>
 TL_INLINE VT vsplat(T x) {
     return VT{} + x;
@@ -165,9 +168,9 @@ TL_INLINE void micro(long K, const T* A, long ars, long acs, const T* B, long ld
         for (int v = 0; v < NV; ++v) b[v] = vload<VT>(B + k * ldb + v * W);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-            VT a = vsplat<VT>(A[r * ars + k * acs]);
+            const T a = A[r * ars + k * acs];
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+            for (int v = 0; v < NV; ++v) acc[r][v] += b[v] * a;
         }
     }
 #pragma GCC unroll 8
@@ -213,40 +216,37 @@ TL_INLINE void gemm(long M, long N, long K, const T* A, long ars, long acs, cons
 
 // ---------------------------------------------------------------------------------------------
 // Problem description shared by both passes.
+//
+// Layout: a score tile is held transposed, ST[j][i] for key j (row) and query i (vector lane),
+// BK x BQ. Then the softmax statistics of the BQ queries are plain vectors (column max, column
+// sum: no horizontal reductions), the key-side operands k and v enter the products as broadcast
+// scalars read through their own strides (never copied), and only q and do need a transposed,
+// scaled copy of BQ x D per tile.
 
 template <typename T>
 struct View4 {  // a strided 4-D (or 3-D, s[3] unused) input, strides in elements
     const T* p = nullptr;
     long s[4] = {0, 0, 0, 0};
+    const T* at(long b, long h, long t) const { return p + b * s[0] + h * s[1] + t * s[2]; }
+};
+
+// A (B, H, T, Dp) operand read as contiguous rows of Dp (a whole number of vectors): the
+// caller's array itself when it allows, else a zero-padded copy (see rows_operand).
+template <typename T>
+struct Rows {
+    const T* p = nullptr;
+    long sb = 0, sh = 0, st = 0;
+    const T* row(long b, long h, long t) const { return p + b * sb + h * sh + t * st; }
 };
 
 template <typename T>
 struct Problem {
     long B, H, Tq, Tk, D;
-    long Dp, Tqp, Tkp;  // padded: D to the vector width, T to the tile sizes
+    long Dp, Tqp;  // D padded to a whole 64-byte vector, Tq to whole query tiles
     long nqt, nkt;
     bool causal;
     T scale;
     View4<T> mask;  // p == nullptr: no mask; broadcast dims have stride 0
-
-    const T* mask_row(long b, long h, long i) const {
-        return mask.p + b * mask.s[0] + h * mask.s[1] + i * mask.s[2];
-    }
-};
-
-// Packed per-head buffers (all rows padded with zeros), see the file comment.
-template <typename T>
-struct Packed {
-    T* Qs = nullptr;   // (BH, Tqp, Dp)  q * scale
-    T* KT = nullptr;   // (BH, Dp, Tkp)  k transposed
-    T* Kr = nullptr;   // (BH, Tkp, Dp)  k (backward only)
-    T* Vr = nullptr;   // (BH, Tkp, Dp)  v (forward only)
-    T* VT = nullptr;   // (BH, Dp, Tkp)  v transposed (backward only)
-    T* dO = nullptr;   // (BH, Tqp, Dp)  (backward only)
-    T* lse = nullptr;  // (BH, Tqp), +inf on padded rows (backward only)
-    T* Di = nullptr;   // (BH, Tqp) rowsum(do * o) (backward only)
-    T* dQ = nullptr;   // (G, BH, Tqp, Dp) per-group dq accumulators (backward only)
-    long G = 1;
 };
 
 struct FreeDeleter {
@@ -265,47 +265,69 @@ T* alloc_zeroed(std::vector<Buffer>& owner, long n) {
     return static_cast<T*>(p);
 }
 
-// dst[t][d] = src(b, h, t, d) * mult for t < T, d < D (the rest of dst stays zero).
+// dst[i][d] = src(b, h, t0 + i, d) for i < n, d < D; rows n .. n_pad-1 zero. Row stride ldd.
 template <typename T>
-void pack_rows(const View4<T>& src, long b, long h, long T_, long D, T mult, T* dst, long ldd) {
-    const T* base = src.p + b * src.s[0] + h * src.s[1];
-    for (long t = 0; t < T_; ++t) {
-        const T* row = base + t * src.s[2];
-        T* out = dst + t * ldd;
-        for (long d = 0; d < D; ++d) out[d] = row[d * src.s[3]] * mult;
-    }
-}
-
-// dst[d][t] = src(b, h, t, d) for t < T, d < D.
-template <typename T>
-void pack_transposed(const View4<T>& src, long b, long h, long T_, long D, T* dst, long ldd) {
-    const T* base = src.p + b * src.s[0] + h * src.s[1];
-    for (long t = 0; t < T_; ++t) {
-        const T* row = base + t * src.s[2];
-        for (long d = 0; d < D; ++d) dst[d * ldd + t] = row[d * src.s[3]];
-    }
-}
-
-// Masks one row of a score tile in place: adds the user mask on the keys this row may see and
-// sets -inf from `lim` (causal limit or end of keys) up to the padded tile width n.
-template <typename T>
-TL_INLINE void mask_score_row(const Problem<T>& pb, long b, long h, long i, long j0, long cols,
-                              long n, bool real_row, T* s) {
-    long lim = cols;
-    if (pb.causal) lim = std::min(lim, i - j0 + 1);
-    lim = std::max(lim, 0L);
-    if (real_row && pb.mask.p) {
-        const T* mr = pb.mask_row(b, h, i) + j0 * pb.mask.s[3];
-        const long sk = pb.mask.s[3];
-        if (sk == 1) {
-#pragma omp simd
-            for (long j = 0; j < lim; ++j) s[j] += mr[j];
+void copy_rows(const View4<T>& src, long b, long h, long t0, long n, long n_pad, long D, T* dst,
+               long ldd) {
+    for (long i = 0; i < n_pad; ++i) {
+        T* out = dst + i * ldd;
+        if (i < n) {
+            const T* row = src.at(b, h, t0 + i);
+            for (long d = 0; d < D; ++d) out[d] = row[d * src.s[3]];
         } else {
-            for (long j = 0; j < lim; ++j) s[j] += mr[j * sk];
+            for (long d = 0; d < D; ++d) out[d] = 0;
         }
     }
-    const T ninf = -std::numeric_limits<T>::infinity();
-    for (long j = lim; j < n; ++j) s[j] = ninf;
+}
+
+// dst[d][i] = src(b, h, i0 + i, d) * mult for i < rows; lanes rows .. BQ-1 zero. (D x BQ)
+template <typename T>
+void copy_tile_transposed(const View4<T>& src, long b, long h, long i0, long rows, long D, T mult,
+                          T* dst) {
+    for (long i = 0; i < BQ; ++i) {
+        if (i < rows) {
+            const T* row = src.at(b, h, i0 + i);
+            for (long d = 0; d < D; ++d) dst[d * BQ + i] = row[d * src.s[3]] * mult;
+        } else {
+            for (long d = 0; d < D; ++d) dst[d * BQ + i] = 0;
+        }
+    }
+}
+
+// The rows of `a` as a B operand: used in place when each row is Dp contiguous elements,
+// otherwise copied into a zero-padded (B, H, T, Dp) buffer.
+template <typename T>
+Rows<T> rows_operand(const Problem<T>& pb, const View4<T>& a, long T_, std::vector<Buffer>& owner) {
+    if (pb.D == pb.Dp && a.s[3] == 1) return Rows<T>{a.p, a.s[0], a.s[1], a.s[2]};
+    T* buf = alloc_zeroed<T>(owner, pb.B * pb.H * T_ * pb.Dp);
+    const long BH = pb.B * pb.H;
+#pragma omp parallel for schedule(static)
+    for (long bh = 0; bh < BH; ++bh)
+        copy_rows(a, bh / pb.H, bh % pb.H, 0, T_, T_, pb.D, buf + bh * T_ * pb.Dp, pb.Dp);
+    return Rows<T>{buf, pb.H * T_ * pb.Dp, T_ * pb.Dp, pb.Dp};
+}
+
+// Masks row j (global key jg) of a transposed score tile whose lanes are queries i0 .. i0+BQ-1:
+// adds the user mask and sets -inf where the key lies after the query (is_causal).
+template <typename T, int W>
+TL_INLINE void mask_st_row(const Problem<T>& pb, long b, long h, long i0, long rows, long jg,
+                           T* st) {
+    using VT = typename Vec<T, W>::type;
+    if (pb.mask.p) {
+        const T* mp = pb.mask.p + b * pb.mask.s[0] + h * pb.mask.s[1] + i0 * pb.mask.s[2] +
+                      jg * pb.mask.s[3];
+        const long sq = pb.mask.s[2];
+        if (sq == 0) {  // one value for all queries (e.g. a key-padding mask): a vector add
+            const T mv = *mp;
+            for (long i = 0; i < BQ; i += W) vstore(st + i, vload<VT>(st + i) + mv);
+        } else {
+            for (long i = 0; i < rows; ++i) st[i] += mp[i * sq];
+        }
+    }
+    if (pb.causal) {
+        const long c = std::min(jg - i0, BQ);  // lanes 0 .. c-1 are queries before this key
+        for (long i = 0; i < c; ++i) st[i] = -std::numeric_limits<T>::infinity();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,60 +335,64 @@ TL_INLINE void mask_score_row(const Problem<T>& pb, long b, long h, long i, long
 
 template <typename T>
 struct FwdScratch {  // per thread
-    T *S, *O, *m, *l, *alpha, *rsum;
+    T *QT, *ST, *O, *Kt, *m, *l, *alpha;
 };
 
 template <typename T, class Isa>
-TL_INLINE void fwd_tile(const Problem<T>& pb, const Packed<T>& pk, long bh, long qt,
-                        const FwdScratch<T>& w, T* out, T* lse_out) {
+TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>& k,
+                        const Rows<T>& vrows, long bh, long qt, const FwdScratch<T>& w, T* out,
+                        T* lse_out) {
     constexpr int W = Isa::bytes / sizeof(T), R = Isa::R;
     using VT = typename Vec<T, W>::type;
     const T ninf = -std::numeric_limits<T>::infinity();
-    const long b = bh / pb.H, h = bh % pb.H, Dp = pb.Dp;
+    const long b = bh / pb.H, h = bh % pb.H, D = pb.D, Dp = pb.Dp;
     const long i0 = qt * BQ, rows = std::min(BQ, pb.Tq - i0), rows_r = round_up(rows, R);
-    const T* Q = pk.Qs + (bh * pb.Tqp + i0) * Dp;
-    const T* KT = pk.KT + bh * Dp * pb.Tkp;
-    const T* V = pk.Vr + bh * pb.Tkp * Dp;
-    // With is_causal the last row of the tile sees keys 0 .. i0+rows-1 only.
+    // With is_causal the last query of the tile sees keys 0 .. i0+rows-1 only.
     const long kend = pb.causal ? std::min(pb.Tk, i0 + rows) : pb.Tk;
 
-    for (long i = 0; i < BQ; ++i) w.m[i] = ninf, w.l[i] = 0, w.alpha[i] = 0;
+    copy_tile_transposed(q, b, h, i0, rows, D, pb.scale, w.QT);
+    for (long i = 0; i < BQ; ++i) w.m[i] = ninf, w.l[i] = 0;
     std::memset(w.O, 0, sizeof(T) * rows_r * Dp);
 
     for (long j0 = 0; j0 < kend; j0 += BK) {
-        const long cols = std::min(BK, kend - j0);
-        const long n = round_up(cols, W);
-        gemm<T, Isa, 0>(rows_r, n, Dp, Q, Dp, 1, KT + j0, pb.Tkp, w.S, BK);
-        for (long i = 0; i < rows_r; ++i) {
-            T* s = w.S + i * BK;
-            mask_score_row(pb, b, h, i0 + i, j0, cols, n, i < rows, s);
-            VT mx = vsplat<VT>(ninf);
-            for (long j = 0; j < n; j += W) {
-                VT x = vload<VT>(s + j);
+        const long cols = std::min(BK, kend - j0), M = round_up(cols, R);
+        // k rows are the broadcast operand; a ragged last tile is copied so the register tile
+        // never reads past the array.
+        const T* A = k.at(b, h, j0);
+        long ars = k.s[2], acs = k.s[3];
+        if (M != cols) {
+            copy_rows(k, b, h, j0, cols, M, D, w.Kt, D);
+            A = w.Kt, ars = D, acs = 1;
+        }
+        gemm<T, Isa, 0>(M, BQ, D, A, ars, acs, w.QT, BQ, w.ST, BQ);
+        for (long j = 0; j < cols; ++j) mask_st_row<T, W>(pb, b, h, i0, rows, j0 + j, w.ST + j * BQ);
+
+        // Online softmax, one vector of queries at a time.
+        for (long v = 0; v < BQ; v += W) {
+            const VT m_old = vload<VT>(w.m + v);
+            VT mx = m_old;
+            for (long j = 0; j < cols; ++j) {
+                const VT x = vload<VT>(w.ST + j * BQ + v);
                 mx = x > mx ? x : mx;
             }
-            T rmax = w.m[i];
-            for (int e = 0; e < W; ++e) rmax = std::max(rmax, T(mx[e]));
-            // A row that has seen only -inf so far shifts by 0: exp(-inf - 0) = 0, not NaN.
-            const T shift = rmax == ninf ? T(0) : rmax;
-            w.alpha[i] = w.m[i] - shift;  // exp() below; exp(-inf) = 0 wipes an empty start
-            w.m[i] = rmax;
+            // A query that has seen only -inf so far shifts by 0: exp(-inf - 0) = 0, not NaN.
+            const VT shift = mx == vsplat<VT>(ninf) ? VT{} : mx;
+            const VT alpha = vexp<T, W>(m_old - shift);  // m_old = -inf: 0 wipes the empty start
             VT sum = VT{};
-            for (long j = 0; j < n; j += W) {
-                VT p = vexp<T, W>(vload<VT>(s + j) - shift);
-                vstore(s + j, p);
+            for (long j = 0; j < cols; ++j) {
+                const VT p = vexp<T, W>(vload<VT>(w.ST + j * BQ + v) - shift);
+                vstore(w.ST + j * BQ + v, p);
                 sum += p;
             }
-            T rs = 0;
-            for (int e = 0; e < W; ++e) rs += sum[e];
-            w.rsum[i] = rs;
+            vstore(w.m + v, mx);
+            vstore(w.alpha + v, alpha);
+            vstore(w.l + v, vload<VT>(w.l + v) * alpha + sum);
         }
-        for (long i = 0; i < BQ; i += W) vstore(w.alpha + i, vexp<T, W>(vload<VT>(w.alpha + i)));
-        for (long i = 0; i < rows_r; ++i) w.l[i] = w.l[i] * w.alpha[i] + w.rsum[i];
-        gemm<T, Isa, 2>(rows_r, Dp, cols, w.S, BK, 1, V + j0 * Dp, Dp, w.O, Dp, w.alpha);
+        // O = diag(alpha) O + P V, with P read transposed out of ST.
+        gemm<T, Isa, 2>(rows_r, Dp, cols, w.ST, 1, BQ, vrows.row(b, h, j0), vrows.st, w.O, Dp,
+                        w.alpha);
     }
 
-    const long D = pb.D;
     for (long i = 0; i < rows; ++i) {
         const T l = w.l[i];
         T* o = out + ((bh * pb.Tq) + i0 + i) * D;
@@ -386,57 +412,74 @@ TL_INLINE void fwd_tile(const Problem<T>& pb, const Packed<T>& pk, long bh, long
 // Backward: one (batch*head, key-tile group) task; group g owns key tiles g, g+G, g+2G, ...
 
 template <typename T>
+struct BwdData {
+    View4<T> k, v;           // broadcast operands, read in place
+    Rows<T> qrows, dorows, krows;  // row operands
+    const T* QT = nullptr;   // (BH, nqt, D, BQ) q * scale, per query tile transposed
+    const T* dOT = nullptr;  // (BH, nqt, D, BQ) do, likewise
+    const T* lse = nullptr;  // (BH, Tqp), +inf past Tq so those lanes get P = 0
+    const T* Di = nullptr;   // (BH, Tqp) rowsum(do * o)
+    T* dQ = nullptr;         // (G, BH, Tqp, Dp) per-group dq accumulators
+    long G = 1;
+};
+
+template <typename T>
 struct BwdScratch {  // per thread
-    T *S, *dS, *dK, *dV;
+    T *ST, *dST, *dK, *dV, *Kt, *Vt;
 };
 
 template <typename T, class Isa>
-TL_INLINE void bwd_group(const Problem<T>& pb, const Packed<T>& pk, long bh, long g,
+TL_INLINE void bwd_group(const Problem<T>& pb, const BwdData<T>& bd, long bh, long g,
                          const BwdScratch<T>& w, T* dk_out, T* dv_out) {
     constexpr int W = Isa::bytes / sizeof(T), R = Isa::R;
     using VT = typename Vec<T, W>::type;
     const long b = bh / pb.H, h = bh % pb.H, Dp = pb.Dp, D = pb.D;
-    const T* KT = pk.KT + bh * Dp * pb.Tkp;
-    const T* VTb = pk.VT + bh * Dp * pb.Tkp;
-    const T* Kr = pk.Kr + bh * pb.Tkp * Dp;
-    T* dQ = pk.dQ + (g * pb.B * pb.H + bh) * pb.Tqp * Dp;
-    constexpr long RW = R > W ? R : W;  // tile widths: multiples of both, so M <= N below
+    T* dQ = bd.dQ + (g * pb.B * pb.H + bh) * pb.Tqp * Dp;
 
-    for (long kt = g; kt < pb.nkt; kt += pk.G) {
-        const long j0 = kt * BK, cols = std::min(BK, pb.Tk - j0);
-        const long n = round_up(cols, RW), mr = round_up(cols, R);
-        std::memset(w.dK, 0, sizeof(T) * mr * Dp);
-        std::memset(w.dV, 0, sizeof(T) * mr * Dp);
-        // Query tiles wholly above the diagonal never see these keys.
+    for (long kt = g; kt < pb.nkt; kt += bd.G) {
+        const long j0 = kt * BK, cols = std::min(BK, pb.Tk - j0), M = round_up(cols, R);
+        const T *Ak = bd.k.at(b, h, j0), *Av = bd.v.at(b, h, j0);
+        long ars_k = bd.k.s[2], acs_k = bd.k.s[3], ars_v = bd.v.s[2], acs_v = bd.v.s[3];
+        if (M != cols) {  // ragged last tile: padded copies, see fwd_tile
+            copy_rows(bd.k, b, h, j0, cols, M, D, w.Kt, D);
+            copy_rows(bd.v, b, h, j0, cols, M, D, w.Vt, D);
+            Ak = w.Kt, Av = w.Vt, ars_k = ars_v = D, acs_k = acs_v = 1;
+        }
+        std::memset(w.dK, 0, sizeof(T) * M * Dp);
+        std::memset(w.dV, 0, sizeof(T) * M * Dp);
+        // Query tiles wholly before these keys never see them.
         const long qt0 = pb.causal ? j0 / BQ : 0;
         for (long qt = qt0; qt < pb.nqt; ++qt) {
             const long i0 = qt * BQ, rows = std::min(BQ, pb.Tq - i0), rows_r = round_up(rows, R);
-            const T* Q = pk.Qs + (bh * pb.Tqp + i0) * Dp;
-            const T* dO = pk.dO + (bh * pb.Tqp + i0) * Dp;
-            const T* lse = pk.lse + bh * pb.Tqp + i0;
-            const T* Di = pk.Di + bh * pb.Tqp + i0;
-            gemm<T, Isa, 0>(rows_r, n, Dp, Q, Dp, 1, KT + j0, pb.Tkp, w.S, BK);      // S
-            gemm<T, Isa, 0>(rows_r, n, Dp, dO, Dp, 1, VTb + j0, pb.Tkp, w.dS, BK);   // dP
-            for (long i = 0; i < rows_r; ++i) {
-                T* s = w.S + i * BK;
-                T* ds = w.dS + i * BK;
-                mask_score_row(pb, b, h, i0 + i, j0, cols, n, i < rows, s);
-                // Padded rows have lse = +inf and do = 0, so their P and dS come out 0.
-                const T li = lse[i], di = Di[i];
-                for (long j = 0; j < n; j += W) {
-                    VT p = vexp<T, W>(vload<VT>(s + j) - li);
-                    vstore(s + j, p);
-                    vstore(ds + j, p * (vload<VT>(ds + j) - di));
+            const T* QT = bd.QT + (bh * pb.nqt + qt) * D * BQ;
+            const T* dOT = bd.dOT + (bh * pb.nqt + qt) * D * BQ;
+            const T* L = bd.lse + bh * pb.Tqp + i0;
+            const T* Di = bd.Di + bh * pb.Tqp + i0;
+            gemm<T, Isa, 0>(M, BQ, D, Ak, ars_k, acs_k, QT, BQ, w.ST, BQ);    // S^T
+            gemm<T, Isa, 0>(M, BQ, D, Av, ars_v, acs_v, dOT, BQ, w.dST, BQ);  // dP^T
+            for (long j = 0; j < cols; ++j) {
+                T* st = w.ST + j * BQ;
+                T* dst = w.dST + j * BQ;
+                mask_st_row<T, W>(pb, b, h, i0, rows, j0 + j, st);
+                for (long v = 0; v < BQ; v += W) {
+                    const VT p = vexp<T, W>(vload<VT>(st + v) - vload<VT>(L + v));
+                    vstore(st + v, p);
+                    vstore(dst + v, p * (vload<VT>(dst + v) - vload<VT>(Di + v)));
                 }
             }
-            gemm<T, Isa, 1>(mr, Dp, rows_r, w.S, 1, BK, dO, Dp, w.dV, Dp);           // dv += P^T do
-            gemm<T, Isa, 1>(mr, Dp, rows_r, w.dS, 1, BK, Q, Dp, w.dK, Dp);           // dk += dS^T q*scale
-            gemm<T, Isa, 1>(rows_r, Dp, cols, w.dS, BK, 1, Kr + j0 * Dp, Dp, dQ + i0 * Dp, Dp);
+            // Rows cols .. M-1 of P^T / dS^T (zero-padded keys) only reach dk/dv rows that are
+            // never written out.
+            gemm<T, Isa, 1>(M, Dp, rows, w.ST, BQ, 1, bd.dorows.row(b, h, i0), bd.dorows.st,
+                            w.dV, Dp);                                                // P^T do
+            gemm<T, Isa, 1>(M, Dp, rows, w.dST, BQ, 1, bd.qrows.row(b, h, i0), bd.qrows.st,
+                            w.dK, Dp);                                                // dS^T q
+            gemm<T, Isa, 1>(rows_r, Dp, cols, w.dST, 1, BQ, bd.krows.row(b, h, j0),
+                            bd.krows.st, dQ + i0 * Dp, Dp);                           // dS k
         }
         for (long r = 0; r < cols; ++r) {
             T* dk = dk_out + (bh * pb.Tk + j0 + r) * D;
             T* dv = dv_out + (bh * pb.Tk + j0 + r) * D;
-            for (long d = 0; d < D; ++d) dk[d] = w.dK[r * Dp + d], dv[d] = w.dV[r * Dp + d];
+            for (long d = 0; d < D; ++d) dk[d] = w.dK[r * Dp + d] * pb.scale, dv[d] = w.dV[r * Dp + d];
         }
     }
 }
@@ -445,43 +488,29 @@ TL_INLINE void bwd_group(const Problem<T>& pb, const Packed<T>& pk, long bh, lon
 // Instruction-set variants and run-time choice.
 
 template <typename T>
-using FwdFn = void (*)(const Problem<T>&, const Packed<T>&, long, long, const FwdScratch<T>&, T*,
-                       T*);
+using FwdFn = void (*)(const Problem<T>&, const View4<T>&, const View4<T>&, const Rows<T>&, long,
+                       long, const FwdScratch<T>&, T*, T*);
 template <typename T>
-using BwdFn = void (*)(const Problem<T>&, const Packed<T>&, long, long, const BwdScratch<T>&, T*,
+using BwdFn = void (*)(const Problem<T>&, const BwdData<T>&, long, long, const BwdScratch<T>&, T*,
                        T*);
 
-template <typename T>
-void fwd_base(const Problem<T>& pb, const Packed<T>& pk, long bh, long qt, const FwdScratch<T>& w,
-              T* o, T* lse) {
-    fwd_tile<T, IsaBase>(pb, pk, bh, qt, w, o, lse);
-}
-template <typename T>
-void bwd_base(const Problem<T>& pb, const Packed<T>& pk, long bh, long g, const BwdScratch<T>& w,
-              T* dk, T* dv) {
-    bwd_group<T, IsaBase>(pb, pk, bh, g, w, dk, dv);
-}
+#define TL_VARIANTS(SUFFIX, ATTR, ISA)                                                        \
+    template <typename T>                                                                     \
+    ATTR void fwd_##SUFFIX(const Problem<T>& pb, const View4<T>& q, const View4<T>& k,        \
+                           const Rows<T>& v, long bh, long qt, const FwdScratch<T>& w, T* o,  \
+                           T* lse) {                                                          \
+        fwd_tile<T, ISA>(pb, q, k, v, bh, qt, w, o, lse);                                     \
+    }                                                                                         \
+    template <typename T>                                                                     \
+    ATTR void bwd_##SUFFIX(const Problem<T>& pb, const BwdData<T>& bd, long bh, long g,       \
+                           const BwdScratch<T>& w, T* dk, T* dv) {                            \
+        bwd_group<T, ISA>(pb, bd, bh, g, w, dk, dv);                                          \
+    }
+
+TL_VARIANTS(base, , IsaBase)
 #if TL_X86
-template <typename T>
-TL_TARGET_AVX2 void fwd_avx2(const Problem<T>& pb, const Packed<T>& pk, long bh, long qt,
-                             const FwdScratch<T>& w, T* o, T* lse) {
-    fwd_tile<T, IsaAvx2>(pb, pk, bh, qt, w, o, lse);
-}
-template <typename T>
-TL_TARGET_AVX2 void bwd_avx2(const Problem<T>& pb, const Packed<T>& pk, long bh, long g,
-                             const BwdScratch<T>& w, T* dk, T* dv) {
-    bwd_group<T, IsaAvx2>(pb, pk, bh, g, w, dk, dv);
-}
-template <typename T>
-TL_TARGET_AVX512 void fwd_avx512(const Problem<T>& pb, const Packed<T>& pk, long bh, long qt,
-                                 const FwdScratch<T>& w, T* o, T* lse) {
-    fwd_tile<T, IsaAvx512>(pb, pk, bh, qt, w, o, lse);
-}
-template <typename T>
-TL_TARGET_AVX512 void bwd_avx512(const Problem<T>& pb, const Packed<T>& pk, long bh, long g,
-                                 const BwdScratch<T>& w, T* dk, T* dv) {
-    bwd_group<T, IsaAvx512>(pb, pk, bh, g, w, dk, dv);
-}
+TL_VARIANTS(avx2, TL_TARGET_AVX2, IsaAvx2)
+TL_VARIANTS(avx512, TL_TARGET_AVX512, IsaAvx512)
 #endif
 
 enum class Isa { base = 0, avx2 = 1, avx512 = 2 };
@@ -546,47 +575,31 @@ int num_procs() {
 // The two passes over a whole problem (GIL released by the caller).
 
 template <typename T>
-void pack_qkv(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, const View4<T>& v,
-              Packed<T>& pk, bool backward) {
-    const long BH = pb.B * pb.H, Dp = pb.Dp;
-#pragma omp parallel for schedule(static)
-    for (long bh = 0; bh < BH; ++bh) {
-        const long b = bh / pb.H, h = bh % pb.H;
-        pack_rows(q, b, h, pb.Tq, pb.D, pb.scale, pk.Qs + bh * pb.Tqp * Dp, Dp);
-        pack_transposed(k, b, h, pb.Tk, pb.D, pk.KT + bh * Dp * pb.Tkp, pb.Tkp);
-        if (backward) {
-            pack_rows(k, b, h, pb.Tk, pb.D, T(1), pk.Kr + bh * pb.Tkp * Dp, Dp);
-            pack_transposed(v, b, h, pb.Tk, pb.D, pk.VT + bh * Dp * pb.Tkp, pb.Tkp);
-        } else {
-            pack_rows(v, b, h, pb.Tk, pb.D, T(1), pk.Vr + bh * pb.Tkp * Dp, Dp);
-        }
-    }
-}
-
-template <typename T>
 void run_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, const View4<T>& v,
                  T* o, T* lse) {
-    const long BH = pb.B * pb.H, Dp = pb.Dp;
+    const long BH = pb.B * pb.H, D = pb.D, Dp = pb.Dp;
     std::vector<Buffer> owner;
-    Packed<T> pk;
-    pk.Qs = alloc_zeroed<T>(owner, BH * pb.Tqp * Dp);
-    pk.KT = alloc_zeroed<T>(owner, BH * Dp * pb.Tkp);
-    pk.Vr = alloc_zeroed<T>(owner, BH * pb.Tkp * Dp);
+    const Rows<T> vrows = rows_operand(pb, v, pb.Tk, owner);
     const int nth = max_threads();
-    const long per = BQ * BK + BQ * Dp + 4 * BQ;
-    T* scratch = alloc_zeroed<T>(owner, nth * round_up(per, 16));
-    FwdFn<T> fn = pick_fwd<T>();
-
-    pack_qkv(pb, q, k, v, pk, false);
+    const long per = round_up(D * BQ + BK * BQ + BQ * Dp + BK * D + 3 * BQ, 16);
+    T* scratch = alloc_zeroed<T>(owner, nth * per);
+    const FwdFn<T> fn = pick_fwd<T>();
     const long ntasks = BH * pb.nqt;
 #pragma omp parallel num_threads(nth)
     {
-        T* base = scratch + thread_id() * round_up(per, 16);
-        FwdScratch<T> w{base, base + BQ * BK, base + BQ * BK + BQ * Dp, nullptr, nullptr, nullptr};
-        w.l = w.m + BQ, w.alpha = w.l + BQ, w.rsum = w.alpha + BQ;
+        // Every array size is a multiple of 16 elements, so each starts 64-byte aligned.
+        T* base = scratch + thread_id() * per;
+        FwdScratch<T> w;
+        w.QT = base;
+        w.ST = w.QT + D * BQ;
+        w.O = w.ST + BK * BQ;
+        w.Kt = w.O + BQ * Dp;
+        w.m = w.Kt + BK * D;
+        w.l = w.m + BQ;
+        w.alpha = w.l + BQ;
         // Late (causal: most expensive) query tiles first, so the dynamic schedule ends evenly.
 #pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; ++t) fn(pb, pk, t % BH, pb.nqt - 1 - t / BH, w, o, lse);
+        for (long t = 0; t < ntasks; ++t) fn(pb, q, k, vrows, t % BH, pb.nqt - 1 - t / BH, w, o, lse);
     }
 }
 
@@ -594,63 +607,70 @@ template <typename T>
 void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, const View4<T>& v,
                   const View4<T>& o, const View4<T>& lse, const View4<T>& dout, T* dq, T* dk,
                   T* dv) {
-    const long BH = pb.B * pb.H, Dp = pb.Dp;
+    const long BH = pb.B * pb.H, D = pb.D, Dp = pb.Dp;
     std::vector<Buffer> owner;
-    Packed<T> pk;
+    BwdData<T> bd;
+    bd.k = k, bd.v = v;
+    bd.qrows = rows_operand(pb, q, pb.Tq, owner);
+    bd.dorows = rows_operand(pb, dout, pb.Tq, owner);
+    bd.krows = rows_operand(pb, k, pb.Tk, owner);
     // Enough (head, group) tasks to keep the machine busy; depends on shapes and core count
     // only, so the summation order of dq, and hence the result, is the same for any thread count.
     const long want = 4L * num_procs();
-    pk.G = std::max(1L, std::min(std::max(pb.nkt, 1L), (want + BH - 1) / std::max(BH, 1L)));
-    pk.Qs = alloc_zeroed<T>(owner, BH * pb.Tqp * Dp);
-    pk.KT = alloc_zeroed<T>(owner, BH * Dp * pb.Tkp);
-    pk.Kr = alloc_zeroed<T>(owner, BH * pb.Tkp * Dp);
-    pk.VT = alloc_zeroed<T>(owner, BH * Dp * pb.Tkp);
-    pk.dO = alloc_zeroed<T>(owner, BH * pb.Tqp * Dp);
-    pk.lse = alloc_zeroed<T>(owner, BH * pb.Tqp);
-    pk.Di = alloc_zeroed<T>(owner, BH * pb.Tqp);
-    pk.dQ = alloc_zeroed<T>(owner, pk.G * BH * pb.Tqp * Dp);
+    bd.G = std::max(1L, std::min(std::max(pb.nkt, 1L), (want + BH - 1) / std::max(BH, 1L)));
+    T* QT = alloc_zeroed<T>(owner, BH * pb.nqt * D * BQ);
+    T* dOT = alloc_zeroed<T>(owner, BH * pb.nqt * D * BQ);
+    T* L = alloc_zeroed<T>(owner, BH * pb.Tqp);
+    T* Di = alloc_zeroed<T>(owner, BH * pb.Tqp);
+    bd.QT = QT, bd.dOT = dOT, bd.lse = L, bd.Di = Di;
+    bd.dQ = alloc_zeroed<T>(owner, bd.G * BH * pb.Tqp * Dp);
     const int nth = max_threads();
-    const long per = 2 * BQ * BK + 2 * BK * Dp;
-    T* scratch = alloc_zeroed<T>(owner, nth * round_up(per, 16));
-    BwdFn<T> fn = pick_bwd<T>();
+    const long per = round_up(2 * BK * BQ + 2 * BK * Dp + 2 * BK * D, 16);
+    T* scratch = alloc_zeroed<T>(owner, nth * per);
+    const BwdFn<T> fn = pick_bwd<T>();
 
-    pack_qkv(pb, q, k, v, pk, true);
 #pragma omp parallel for schedule(static)
-    for (long bh = 0; bh < BH; ++bh) {
-        const long b = bh / pb.H, h = bh % pb.H;
-        pack_rows(dout, b, h, pb.Tq, pb.D, T(1), pk.dO + bh * pb.Tqp * Dp, Dp);
-        T* L = pk.lse + bh * pb.Tqp;
-        T* Di = pk.Di + bh * pb.Tqp;
-        const T* lrow = lse.p + b * lse.s[0] + h * lse.s[1];
-        for (long i = 0; i < pb.Tqp; ++i)
-            L[i] = i < pb.Tq ? lrow[i * lse.s[2]] : std::numeric_limits<T>::infinity();
-        const T* obase = o.p + b * o.s[0] + h * o.s[1];
-        const T* dbase = dout.p + b * dout.s[0] + h * dout.s[1];
-        for (long i = 0; i < pb.Tq; ++i) {
+    for (long t = 0; t < BH * pb.nqt; ++t) {
+        const long bh = t / pb.nqt, qt = t % pb.nqt, b = bh / pb.H, h = bh % pb.H;
+        const long i0 = qt * BQ, rows = std::min(BQ, pb.Tq - i0);
+        copy_tile_transposed(q, b, h, i0, rows, D, pb.scale, QT + t * D * BQ);
+        copy_tile_transposed(dout, b, h, i0, rows, D, T(1), dOT + t * D * BQ);
+        for (long i = 0; i < BQ; ++i) {
             T acc = 0;
-            for (long d = 0; d < pb.D; ++d)
-                acc += obase[i * o.s[2] + d * o.s[3]] * dbase[i * dout.s[2] + d * dout.s[3]];
-            Di[i] = acc;
+            if (i < rows) {
+                const T* orow = o.at(b, h, i0 + i);
+                const T* drow = dout.at(b, h, i0 + i);
+                for (long d = 0; d < D; ++d) acc += orow[d * o.s[3]] * drow[d * dout.s[3]];
+            }
+            Di[bh * pb.Tqp + i0 + i] = acc;
+            L[bh * pb.Tqp + i0 + i] = i < rows ? lse.at(b, h, 0)[(i0 + i) * lse.s[2]]
+                                               : std::numeric_limits<T>::infinity();
         }
     }
 
-    const long ntasks = BH * pk.G;
+    const long ntasks = BH * bd.G;
 #pragma omp parallel num_threads(nth)
     {
-        T* base = scratch + thread_id() * round_up(per, 16);
-        BwdScratch<T> w{base, base + BQ * BK, base + 2 * BQ * BK, base + 2 * BQ * BK + BK * Dp};
+        T* base = scratch + thread_id() * per;
+        BwdScratch<T> w;
+        w.ST = base;
+        w.dST = w.ST + BK * BQ;
+        w.dK = w.dST + BK * BQ;
+        w.dV = w.dK + BK * Dp;
+        w.Kt = w.dV + BK * Dp;
+        w.Vt = w.Kt + BK * D;
 #pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; ++t) fn(pb, pk, t % BH, t / BH, w, dk, dv);
+        for (long t = 0; t < ntasks; ++t) fn(pb, bd, t % BH, t / BH, w, dk, dv);
     }
 
     // dq = scale * sum over groups, always in group order.
 #pragma omp parallel for schedule(static)
     for (long bh = 0; bh < BH; ++bh) {
         for (long i = 0; i < pb.Tq; ++i) {
-            T* out = dq + (bh * pb.Tq + i) * pb.D;
-            for (long d = 0; d < pb.D; ++d) {
+            T* out = dq + (bh * pb.Tq + i) * D;
+            for (long d = 0; d < D; ++d) {
                 T acc = 0;
-                for (long g = 0; g < pk.G; ++g) acc += pk.dQ[((g * BH + bh) * pb.Tqp + i) * Dp + d];
+                for (long g = 0; g < bd.G; ++g) acc += bd.dQ[((g * BH + bh) * pb.Tqp + i) * Dp + d];
                 out[d] = acc * pb.scale;
             }
         }
@@ -740,9 +760,8 @@ Problem<T> make_problem(const Checked& c, bool causal, double scale) {
     pb.B = c.B, pb.H = c.H, pb.Tq = c.Tq, pb.Tk = c.Tk, pb.D = c.D;
     pb.Dp = round_up(c.D, W);
     pb.Tqp = round_up(c.Tq, BQ);
-    pb.Tkp = round_up(c.Tk, BK);
     pb.nqt = pb.Tqp / BQ;
-    pb.nkt = pb.Tkp / BK;
+    pb.nkt = round_up(c.Tk, BK) / BK;
     pb.causal = causal;
     pb.scale = T(scale);
     return pb;
