@@ -16,12 +16,12 @@ from . import _launch as L
 
 
 @triton.jit
-def _tanh(u):
-    # tl.math has no tanh. Written with e^{-2|u|} <= 1 so nothing overflows for large
-    # |u| (where it saturates to +-1).
+def _tanh_and_sech2(u):
+    # tl.math has no tanh. With e = exp(-2|u|) <= 1 nothing overflows for large |u|,
+    # and 1 - tanh^2 = 4e / (1 + e)^2 avoids the cancellation of 1 - t*t near |t| = 1.
     e = tl.exp(-2.0 * tl.abs(u))
     t = (1.0 - e) / (1.0 + e)
-    return tl.where(u < 0, -t, t)
+    return tl.where(u < 0, -t, t), 4.0 * e / ((1.0 + e) * (1.0 + e))
 
 
 @triton.jit
@@ -30,7 +30,7 @@ def _gelu_fwd(X, Y, N, TANH: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexp
     mask = offs < N
     x = tl.load(X + offs, mask=mask, other=0.0).to(ACC)
     if TANH:
-        t = _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+        t, _ = _tanh_and_sech2(0.7978845608028654 * (x + 0.044715 * x * x * x))
         y = 0.5 * x * (1.0 + t)
     else:
         y = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
@@ -44,9 +44,9 @@ def _gelu_bwd(X, DY, DX, N, TANH: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.con
     x = tl.load(X + offs, mask=mask, other=0.0).to(ACC)
     dy = tl.load(DY + offs, mask=mask, other=0.0).to(ACC)
     if TANH:
-        t = _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+        t, sech2 = _tanh_and_sech2(0.7978845608028654 * (x + 0.044715 * x * x * x))
         du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x)
-        d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+        d = 0.5 * (1.0 + t) + 0.5 * x * sech2 * du
     else:
         d = 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
     tl.store(DX + offs, (dy * d).to(DX.dtype.element_ty), mask=mask)
