@@ -56,3 +56,6 @@ def is_tensor(x):
 
 concat = cat
 concatenate = cat
+
+from . import nn, optim, models  # noqa: E402,F401
+from .serialization import save, load  # noqa: E402,F401
