@@ -514,6 +514,16 @@ class Tensor:
     def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's argument names
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
+        if isinstance(min, Tensor) or isinstance(max, Tensor):
+            # tensor bounds broadcast and get gradients: two wheres give PyTorch's masks
+            # (self where min <= self <= max, min where self < min, max where self > max)
+            from .factories import where
+            out = self
+            if min is not None:
+                out = where(out < min, min, out)
+            if max is not None:
+                out = where(out > max, max, out)
+            return out
         return E.Clamp.apply(self, lo=min, hi=max)
 
     clip = clamp
@@ -547,6 +557,9 @@ class Tensor:
         return R.Mean.apply(self, dims=norm_dims(dim, self.ndim, "mean"), keepdim=keepdim)
 
     def var(self, dim=None, unbiased=True, keepdim=False, correction=None):
+        if not self.dtype.is_floating_point:
+            raise RuntimeError(f"var/std: expected a floating point tensor, got {self.dtype}; "
+                               "convert it with .float()")
         c = (1 if unbiased else 0) if correction is None else correction
         return R.Var.apply(self, dims=norm_dims(dim, self.ndim, "var"), correction=c, keepdim=keepdim)
 
@@ -622,6 +635,8 @@ class Tensor:
     def _over_last(self, fn, dim, name, **kw):
         d = norm_dim(dim, self.ndim, name)
         x = self._floating()
+        if x.numel() == 0:
+            return x.clone()  # nothing to normalise; providers reduce with max, undefined on empty
         if self.ndim == 0:
             return fn.apply(x.reshape(1), **kw).reshape(())
         if d == self.ndim - 1:
@@ -682,6 +697,9 @@ class Tensor:
             raise ValueError(f"expand: target shape {shape_str(shape)} has fewer dims than the "
                              f"tensor's shape {shape_str(self.shape)}")
         lead = len(shape) - self.ndim
+        if -1 in shape[:lead]:  # (shape[i - lead] would silently read the wrong dim)
+            raise ValueError(f"expand: -1 is not allowed for the new leading dims of "
+                             f"{shape_str(shape)}; the tensor's shape is {shape_str(self.shape)}")
         full = tuple(self.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
         for i, s in enumerate(self.shape):
             if s != 1 and s != full[i + lead]:
@@ -785,6 +803,9 @@ class Tensor:
         self._check_inplace("__setitem__")
         key = _index_key(key, self)
         v = value._data if isinstance(value, Tensor) else value
+        k = key if isinstance(key, tuple) else (key,)
+        if all(isinstance(i, numbers.Integral) for i in k):
+            key = k + (Ellipsis,)  # a 0-d destination (not a scalar slot) takes a (1,) value too
         self._data[key] = v
         self._version.value += 1
 
@@ -853,8 +874,10 @@ class Tensor:
         return self._inplace("fill_", value)
 
     def copy_(self, src):
-        if isinstance(src, Tensor) and src.shape != self.shape:
-            np.broadcast_shapes(src.shape, self.shape)
+        if isinstance(src, Tensor) and src.shape != self.shape and \
+                broadcast_shape(src.shape, self.shape, "copy_") != self.shape:
+            raise ValueError(f"copy_: source of shape {shape_str(src.shape)} cannot be copied into "
+                             f"a tensor of shape {shape_str(self.shape)}")
         return self._inplace("copy_", src)
 
     def clamp_(self, min=None, max=None):  # noqa: A002

@@ -59,7 +59,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=False, allow_unused=Fa
         if g is None and not allow_unused:
             raise RuntimeError(f"grad: input {i} was not used to compute the outputs "
                                "(pass allow_unused=True to get None for it)")
-        result.append(None if g is None else Tensor._make(g, x.device))
+        # a copy the caller owns: g may be a read-only broadcast view (from sum's backward)
+        # or the very array passed as grad_outputs
+        result.append(None if g is None else Tensor._make(xp_of(g).array(g, copy=True), x.device))
     return tuple(result)
 
 

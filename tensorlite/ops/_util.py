@@ -1,5 +1,7 @@
 """Helpers shared by all ops: the one place broadcast gradients are summed back,
 and the one place a `dim` argument is checked."""
+import numbers
+
 from ..backend.device import xp_of
 
 
@@ -20,6 +22,8 @@ def unbroadcast(grad, shape):
 def norm_dim(dim, ndim, op):
     """Turn a possibly negative dim into 0..ndim-1, or raise IndexError naming the op."""
     lo, hi = -max(ndim, 1), max(ndim, 1) - 1
+    if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+        dim = int(dim)  # NumPy integers (from shapes or argmax) are dims too
     if not isinstance(dim, int) or not (lo <= dim <= hi):
         raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dims "
                          f"(expected a value in [{lo}, {hi}])")
@@ -30,7 +34,7 @@ def norm_dims(dim, ndim, op):
     """dim=None -> all dims; int or tuple -> sorted tuple of non-negative dims."""
     if dim is None:
         return tuple(range(ndim))
-    if isinstance(dim, int):
+    if isinstance(dim, numbers.Integral):
         dim = (dim,)
     out = tuple(sorted({norm_dim(d, ndim, op) for d in dim}))
     if len(out) != len(dim):

@@ -89,7 +89,10 @@ class LogSumExp(Function):
     @staticmethod
     def forward(ctx, x, dims=(), keepdim=False):
         xp = xp_of(x)
-        m = x.max(axis=dims, keepdims=True)
+        if any(x.shape[d] == 0 for d in dims):  # max has no identity: an empty sum of exp is 0
+            m = xp.zeros([1 if d in dims else s for d, s in enumerate(x.shape)], dtype=x.dtype)
+        else:
+            m = x.max(axis=dims, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # a row of -inf must give -inf, not nan
         with _quiet(xp):  # log(0) for that row of -inf: -inf is the answer, no warning
             lse = xp.log(xp.exp(x - m).sum(axis=dims, keepdims=True)) + m
