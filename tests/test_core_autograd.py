@@ -279,6 +279,21 @@ def test_autograd_grad_returns_without_touching_dot_grad():
     close(tl.autograd.grad(s * 3, s)[0], 3.0)
 
 
+def test_autograd_grad_results_are_owned_arrays():
+    # sum's backward broadcasts (a read-only view); grad_outputs flows through an add unchanged:
+    # either way the caller gets a fresh, writable array
+    x = leaf([1.0, 2.0, 3.0])
+    (g,) = tl.autograd.grad(x.sum(), x)
+    with tl.no_grad():
+        g.add_(1.0)
+    close(g, [2.0, 2.0, 2.0])
+    go = tl.tensor([1.0, 1.0, 1.0], dtype=tl.float64)
+    (g2,) = tl.autograd.grad(x + 1, x, grad_outputs=go)
+    with tl.no_grad():
+        g2.mul_(5.0)
+    close(go, [1.0, 1.0, 1.0])
+
+
 def test_autograd_grad_unused_and_retain():
     x, z = leaf([1.0]), leaf([5.0])
     y = (x * 2).sum()
@@ -333,6 +348,14 @@ def test_inplace_ops_under_no_grad():
         x.fill_(4.0).clamp_(max=3.0)
     close(x, [3.0, 3.0, 3.0])
     assert x.dtype is tl.float64
+
+
+def test_copy_shape_errors():
+    x = tl.zeros(3)
+    with pytest.raises(ValueError, match=r"copy_: shapes \(2,\) and \(3,\)"):
+        x.copy_(tl.ones(2))
+    with pytest.raises(ValueError, match=r"copy_: source of shape \(2, 3\) .* \(3,\)"):
+        x.copy_(tl.ones(2, 3))
 
 
 def test_inplace_on_tensor_requiring_grad_outside_no_grad_raises():

@@ -239,6 +239,22 @@ def test_clamp_needs_a_bound():
         tl.ones(2).clamp()
 
 
+@pytest.mark.parametrize("ls,hs", [((4,), (4,)), ((3, 1), ()), ((), (1, 4)), (None, (4,)), ((4,), None)],
+                         ids=str)
+def test_clamp_with_tensor_bounds(ls, hs):
+    a = rand((3, 4), seed=23)
+    lo = None if ls is None else away_from(rand(ls, -1.5, -0.1, seed=24), a.reshape(-1).tolist(), 0.01)
+    hi = None if hs is None else away_from(rand(hs, 0.1, 1.5, seed=25), a.reshape(-1).tolist(), 0.01)
+    want = np.clip(a, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+    close(leaf(a).clamp(None if lo is None else leaf(lo), None if hi is None else leaf(hi)), want)
+    arrays = [x for x in (a, lo, hi) if x is not None]
+
+    def f(x, *bounds):
+        it = iter(bounds)
+        return x.clamp(next(it) if lo is not None else None, next(it) if hi is not None else None)
+    assert check_grad(f, *arrays)
+
+
 def test_clamp_grad_passes_at_bounds_only_inside():
     x = leaf([-1.0, -0.5, 0.0, 1.0, 2.0])
     x.clamp(-0.5, 1.0).sum().backward()

@@ -96,6 +96,25 @@ def test_reductions_over_empty_dims():
         leaf(a).max()
 
 
+def test_numpy_integer_dims():
+    a = rand((2, 3), seed=12)
+    close(leaf(a).sum(np.int64(1)), a.sum(1))
+    close(leaf(a).mean((np.int32(0), 1)), a.mean())
+    close(leaf(a).softmax(np.int64(0)), _np_softmax(a, 0))
+
+
+def test_softmax_and_logsumexp_over_an_empty_dim():
+    for shape, dim in (((3, 0), -1), ((3, 0), 0), ((0, 3), -1)):
+        x = leaf(np.zeros(shape))
+        for f in (lambda t: t.softmax(dim), lambda t: t.log_softmax(dim)):
+            out = f(x)
+            assert out.shape == shape
+            out.sum().backward()
+            assert x.grad.shape == shape
+    close(leaf(np.zeros((3, 0))).logsumexp(1), np.full(3, -np.inf))
+    close(leaf(np.zeros((0, 3))).logsumexp(1), np.zeros(0))
+
+
 def test_sum_dtypes():
     assert tl.tensor([True, True, False]).sum().dtype is tl.int64
     assert tl.tensor([1, 2], dtype=tl.int32).sum().dtype is tl.int64
@@ -104,6 +123,10 @@ def test_sum_dtypes():
     assert tl.ones(3).sum(dtype=tl.float64).dtype is tl.float64
     with pytest.raises(RuntimeError, match="mean"):
         tl.tensor([1, 2]).mean()
+    with pytest.raises(RuntimeError, match="var"):
+        tl.tensor([1, 2]).var()
+    with pytest.raises(RuntimeError, match="var/std"):
+        tl.tensor([1, 2]).std()
 
 
 def test_var_unbiased_flag_and_correction():

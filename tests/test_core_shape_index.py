@@ -132,6 +132,8 @@ def test_shape_errors():
         tl.ones(0, 3).reshape(0, -1)
     with pytest.raises(ValueError, match=r"expand: .*\(2, 3\).*\(4, 3\)"):
         x.expand(4, 3)
+    with pytest.raises(ValueError, match="expand: -1 is not allowed"):
+        tl.ones(3).expand(-1, 3)
     with pytest.raises(ValueError, match="permutation"):
         x.permute(0, 0)
     with pytest.raises(ValueError, match="permute"):
@@ -305,13 +307,15 @@ def test_setitem_on_no_grad_tensors():
     x[1, ::2] = tl.tensor([2.0, 3.0])
     x[x > 2.5] = -1.0
     x[[2, 2], [0, 3]] = 7.0
+    x[2, 1] = tl.tensor([5.0])  # a one-element value at an integer position, as in PyTorch
     want = np.zeros((3, 4))
     want[0] = 1.0
     want[1, ::2] = [2.0, 3.0]
     want[want > 2.5] = -1.0
     want[[2, 2], [0, 3]] = 7.0
+    want[2, 1] = 5.0
     np.testing.assert_array_equal(np.asarray(x), want)
-    assert x._version.value == v0 + 4
+    assert x._version.value == v0 + 5
     with pytest.raises(IndexError, match="index 3 .* size 3"):
         x[3] = 0.0
     w = tl.zeros(2, requires_grad=True)
