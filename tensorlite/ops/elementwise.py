@@ -76,8 +76,9 @@ class Pow(Function):
         na, nb = ctx.needs_input_grad
         ga = gb = None
         if na:
-            # b * a**(b-1), written so that a == 0 with b >= 1 gives a finite value
-            ga = unbroadcast(g * b * a ** (b - 1), a.shape)
+            # b * a**(b-1), written so that a == 0 with b >= 1 gives a finite value; where b == 0
+            # use a**1 instead: 0 * 0**-1 would be nan, and d/da a**0 is 0 (PyTorch's too)
+            ga = unbroadcast(g * b * a ** xp.where(b == 0, 1, b - 1), a.shape)
         if nb:
             # d/db a**b = a**b * log(a); defined as 0 where a == 0 (PyTorch does the same)
             safe = xp.where(a > 0, a, 1)
