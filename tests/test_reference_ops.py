@@ -42,6 +42,16 @@ def test_erfc_is_relatively_accurate_in_the_tail():
     np.testing.assert_allclose(erfc(xs), want, rtol=1e-13, atol=0)
 
 
+def test_erf_blockwise_path_matches_small_arrays():
+    # arrays above one block are computed block by block; shape and values must not change
+    x = np.linspace(-7, 7, 3 * 65536 + 5).reshape(-1, 1)
+    big = erfc(x)
+    assert big.shape == x.shape
+    idx = np.arange(0, x.size, 997)
+    np.testing.assert_array_equal(big[idx, 0], erfc(x[idx, 0]))
+    np.testing.assert_array_equal(erf(x)[idx, 0], erf(x[idx, 0]))
+
+
 def test_erf_special_values():
     out = erf(np.array([0.0, np.inf, -np.inf, np.nan]))
     assert out[0] == 0.0 and out[1] == 1.0 and out[2] == -1.0 and np.isnan(out[3])

@@ -30,7 +30,7 @@ def gelu_forward(x, approximate):
     if approximate == "none":
         cdf = 0.5 * erfc(-x64 / math.sqrt(2.0))
     else:
-        cdf = 0.5 * (1.0 + xp.tanh(_TANH_K * (x64 + _TANH_C * x64 ** 3)))
+        cdf = 0.5 * (1.0 + xp.tanh(_TANH_K * (x64 + _TANH_C * x64 * x64 * x64)))
     return (x64 * cdf).astype(x.dtype)
 
 
@@ -47,7 +47,7 @@ def gelu_backward(x, dy, approximate):
         pdf = xp.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
         slope = cdf + x64 * pdf
     else:
-        t = xp.tanh(_TANH_K * (x64 + _TANH_C * x64 ** 3))
+        t = xp.tanh(_TANH_K * (x64 + _TANH_C * x64 * x64 * x64))
         dinner = _TANH_K * (1.0 + 3.0 * _TANH_C * x64 * x64)
         slope = 0.5 * (1.0 + t) + 0.5 * x64 * (1.0 - t * t) * dinner
     return (dy * slope).astype(x.dtype)
