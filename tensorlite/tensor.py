@@ -557,14 +557,17 @@ class Tensor:
         return R.Mean.apply(self, dims=norm_dims(dim, self.ndim, "mean"), keepdim=keepdim)
 
     def var(self, dim=None, unbiased=True, keepdim=False, correction=None):
-        if not self.dtype.is_floating_point:
-            raise RuntimeError(f"var/std: expected a floating point tensor, got {self.dtype}; "
-                               "convert it with .float()")
-        c = (1 if unbiased else 0) if correction is None else correction
-        return R.Var.apply(self, dims=norm_dims(dim, self.ndim, "var"), correction=c, keepdim=keepdim)
+        return self._var(R.Var, "var", dim, unbiased, keepdim, correction)
 
     def std(self, dim=None, unbiased=True, keepdim=False, correction=None):
-        return self.var(dim, unbiased, keepdim, correction).sqrt()
+        return self._var(R.Std, "std", dim, unbiased, keepdim, correction)
+
+    def _var(self, fn, name, dim, unbiased, keepdim, correction):
+        if not self.dtype.is_floating_point:
+            raise RuntimeError(f"{name}: expected a floating point tensor, got {self.dtype}; "
+                               "convert it with .float()")
+        c = (1 if unbiased else 0) if correction is None else correction
+        return fn.apply(self, dims=norm_dims(dim, self.ndim, name), correction=c, keepdim=keepdim)
 
     def _minmax(self, dim, keepdim, largest):
         name = "max" if largest else "min"

@@ -65,6 +65,26 @@ class Var(Function):
             return (g * (2 * (x - ctx.mean) / x.dtype.type(ctx.denom)),)
 
 
+class Std(Function):
+    """sqrt(var). Its own Function so that a zero std (a constant row) gets a zero gradient,
+    as in PyTorch, instead of var's 0 times sqrt's inf = nan."""
+
+    @staticmethod
+    def forward(ctx, x, dims=(), correction=1, keepdim=False):
+        v = Var.forward(ctx, x, dims=dims, correction=correction, keepdim=keepdim)
+        y = xp_of(x).sqrt(v)
+        ctx.y = y
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        y = ctx.y
+        with _quiet(xp):
+            gv = xp.where(y == 0, xp.zeros_like(g), g / (2 * y))
+        return Var.backward(ctx, gv)
+
+
 class Amax(Function):
     """max/min values over dims. Ties share the gradient evenly (PyTorch's amax/amin)."""
 
