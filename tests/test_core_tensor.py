@@ -5,7 +5,7 @@ import pytest
 
 import tensorlite as tl
 
-from _core_helpers import close, leaf, needs_torch, numpy_kernels, torch  # noqa: F401
+from _core_helpers import close, needs_torch, numpy_kernels, torch  # noqa: F401
 
 
 # ---- factories --------------------------------------------------------------------------
