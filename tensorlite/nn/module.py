@@ -8,9 +8,10 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import _dtype as dt
-from ..autograd.grad_mode import no_grad
+from ..autograd.grad_mode import is_grad_enabled, no_grad
 from ..backend.device import as_device, xp_for, to_numpy
 from ..tensor import Tensor
+from .backward_hook import BackwardHook
 from .parameter import Parameter
 
 
@@ -258,35 +259,33 @@ class Module:
             r = hook(self, args)
             if r is not None:
                 args = r if isinstance(r, tuple) else (r,)
+        bw = None
+        if self._backward_hooks and is_grad_enabled():
+            bw = BackwardHook(self, self._backward_hooks)
+            args = bw.setup_input_hook(args)
         out = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks.values()):
             r = hook(self, args, out)
             if r is not None:
                 out = r
-        if self._backward_hooks and isinstance(out, Tensor) and out.requires_grad:
-            self._attach_backward_hooks(out)
+        if bw is not None:
+            out = bw.setup_output_hook(out)
         return out
 
-    def register_forward_hook(self, hook):
-        """hook(module, inputs, output) after each forward; may return a replacement output."""
-        return _Handle(self._forward_hooks, hook)
+    def register_forward_hook(self, hook, prepend=False):
+        """hook(module, args, output) after each forward; may return a replacement output."""
+        return _Handle(self._forward_hooks, hook, prepend)
 
-    def register_forward_pre_hook(self, hook):
-        return _Handle(self._forward_pre_hooks, hook)
+    def register_forward_pre_hook(self, hook, prepend=False):
+        """hook(module, args) before each forward; may return replacement args."""
+        return _Handle(self._forward_pre_hooks, hook, prepend)
 
-    def register_full_backward_hook(self, hook):
-        """hook(module, grad_input, grad_output) when the gradient of the module's output
-        arrives. grad_input is given as (None,) here: tensorlite reports the output gradient,
-        which is what activation/gradient studies use."""
-        return _Handle(self._backward_hooks, hook)
-
-    def _attach_backward_hooks(self, out):
-        module = self
-
-        def on_grad(g):
-            for hook in list(module._backward_hooks.values()):
-                hook(module, (None,), (g,))
-        out.register_hook(on_grad)
+    def register_full_backward_hook(self, hook, prepend=False):
+        """hook(module, grad_input, grad_output) once the gradients w.r.t. all of the module's
+        outputs and positional inputs are computed (one entry per positional input, None
+        where it is not a tensor or needs no gradient). It may return a tuple to replace
+        grad_input, as in PyTorch. Keyword arguments are not part of grad_input."""
+        return _Handle(self._backward_hooks, hook, prepend)
 
     # ---- printing --------------------------------------------------------------------------
     def extra_repr(self):
@@ -306,11 +305,13 @@ class Module:
 class _Handle:
     _next = [0]
 
-    def __init__(self, store, hook):
+    def __init__(self, store, hook, prepend=False):
         self.store = store
         self.id = _Handle._next[0]
         _Handle._next[0] += 1
         store[self.id] = hook
+        if prepend:
+            store.move_to_end(self.id, last=False)
 
     def remove(self):
         self.store.pop(self.id, None)
