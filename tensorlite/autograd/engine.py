@@ -3,6 +3,7 @@
 Iterative (no recursion), so a chain of 100,000 ops backpropagates. Each node's
 context is freed as soon as its backward has run, unless retain_graph=True.
 """
+from . import function as _function
 from . import grad_mode
 from .function import AccumulateGrad, _check_finite
 
@@ -32,6 +33,7 @@ def run_backward(roots, root_grads, retain_graph=False, capture=None, accumulate
     for r, g in zip(roots, root_grads):
         grads[r] = g if r not in grads else grads[r] + g
     ready = [r for r in dict.fromkeys(roots) if deps.get(r, 0) == 0]
+    prof = _function._profiler  # tensorlite.profiler: read once per backward, not per node
     with grad_mode.no_grad():
         while ready:
             node = ready.pop()
@@ -60,7 +62,7 @@ def run_backward(roots, root_grads, retain_graph=False, capture=None, accumulate
                             f"one of the arrays needed by {fn.__name__}'s backward was modified by an "
                             f"in-place operation (version {counter.value}, expected {version}); "
                             "make a copy (.clone()) before modifying it in place")
-                in_grads = node.fn.backward(node.ctx, g)
+                in_grads = node.fn.backward(node.ctx, g) if prof is None else prof.backward(node, g)
                 if not isinstance(in_grads, tuple):
                     in_grads = (in_grads,)
                 if grad_mode.is_anomaly_enabled():

@@ -12,6 +12,8 @@ import numpy as _np
 from . import grad_mode
 
 _Tensor = None  # set by tensorlite.tensor, which imports this module first
+# the active tensorlite.profiler.profile, or None: read once per op, so off costs one global load
+_profiler = None
 
 
 class VersionCounter:
@@ -112,7 +114,11 @@ class Function:
         ctx = Context()
         ctx.needs_input_grad = tuple(needs)
         ctx.device = device
-        out = cls.forward(ctx, *raw, **kwargs)
+        prof = _profiler
+        if prof is None:
+            out = cls.forward(ctx, *raw, **kwargs)
+        else:
+            out = prof.forward(cls, ctx, raw, kwargs)
         if isinstance(out, _np.generic):  # NumPy turns 0-d results into scalars
             out = _np.asarray(out)
         # an integer or bool result (x.long(), a cast of a tensor that requires grad) has no
