@@ -16,7 +16,8 @@ def _add_train(sub):
     p.add_argument("--gpt2-dir", help="folder holding GPT-2's encoder.json and vocab.bpe")
     p.add_argument("--preset", choices=["tiny", "baby", "small"])
     for name in ("n-layer", "n-head", "n-embd", "iters", "batch-size", "block-size", "warmup",
-                 "eval-every", "eval-iters", "save-every", "seed", "threads", "task-digits"):
+                 "eval-every", "eval-iters", "save-every", "seed", "threads", "task-digits",
+                 "stop-after"):
         p.add_argument(f"--{name}", type=int)
     for name in ("lr", "dropout", "weight-decay", "grad-clip", "min-lr-ratio", "stop-at-accuracy"):
         p.add_argument(f"--{name}", type=float)
@@ -65,7 +66,8 @@ def cmd_train(a):
     for k in ("data", "task", "tokenizer", "vocab_size", "gpt2_dir", "preset", "n_layer", "n_head",
               "n_embd", "iters", "batch_size", "block_size", "warmup", "eval_every", "eval_iters",
               "save_every", "seed", "threads", "task_digits", "lr", "dropout", "weight_decay",
-              "grad_clip", "min_lr_ratio", "stop_at_accuracy", "device", "kernels", "out", "resume"):
+              "grad_clip", "min_lr_ratio", "stop_at_accuracy", "stop_after", "device", "kernels",
+              "out", "resume"):
         v = getattr(a, k)
         if v is not None:
             kw[k] = v

@@ -71,6 +71,7 @@ class TrainConfig:
     task_digits: int = 2        # addition: digits per operand
     progress: bool = True
     stop_at_accuracy: float = None  # tasks: stop once held-out exact match reaches this
+    stop_after: int = None      # stop (and save) after this many steps in this invocation
     extra: dict = field(default_factory=dict)
 
     def resolved(self):
@@ -231,6 +232,7 @@ def train(cfg, log=print):
         rng.bit_generator.state = state["data_rng"]
         set_rng_state(state["tl_rng"])
         history = state.get("history", [])
+        _truncate_log(os.path.join(out, "log.jsonl"), start)
         log(f"resumed {out} at step {start}")
     else:
         ckpt.write_json(os.path.join(out, ckpt.CONFIG), {"model": mcfg.to_dict(), "train": _jsonable(cfg)})
@@ -304,10 +306,12 @@ def train(cfg, log=print):
                                 tok_s=f"{rec['tokens_per_s'] or 0:,.0f}")
             if step % cfg.save_every == 0 and step != cfg.iters:
                 save(step)
+            result = rec
             if cfg.stop_at_accuracy is not None and rec.get("accuracy", -1) >= cfg.stop_at_accuracy:
                 log(f"held-out accuracy {rec['accuracy']:.4f} reached --stop-at-accuracy")
                 break
-            result = rec
+            if cfg.stop_after is not None and step - start >= cfg.stop_after:
+                break
     except KeyboardInterrupt:
         interrupted = True
         log(f"\ninterrupted: saving step {step} to {out}")
@@ -388,6 +392,15 @@ def _progress(cfg, start):
     return tqdm(total=cfg.iters, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
 
 
+def _truncate_log(path, step):
+    # steps logged after the checkpoint was taken will be run again: drop them
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    ckpt.atomic_write_bytes(path, [line.encode() for line in keep])
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -399,7 +412,7 @@ def _provider_name(device):
 
 def _jsonable(cfg):
     d = asdict(cfg)
-    return {k: v for k, v in d.items() if k not in ("progress", "extra")}
+    return {k: v for k, v in d.items() if k not in ("progress", "extra", "stop_after")}
 
 
 def _jsonable_state(state):

@@ -1,0 +1,222 @@
+"""The `tensorlite` command end to end: training writes a complete run, --resume continues
+it bit-exactly, generate/eval read it back, and every kind of bad input gets a one-line
+error with exit code 2 and leaves existing files untouched."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tensorlite.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+        "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n") * 30
+QUICK = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "4",
+         "--eval-every", "5", "--eval-iters", "2", "--no-progress"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def log_records(d):
+    with open(os.path.join(d, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "input.txt"
+    p.write_text(TEXT, encoding="utf-8")
+    return str(p)
+
+
+@pytest.fixture
+def trained(tmp_path_factory):
+    """A small char-level run on a text file, shared by the read-only tests below."""
+    d = tmp_path_factory.mktemp("run")
+    p = d / "input.txt"
+    p.write_text(TEXT, encoding="utf-8")
+    out = str(d / "out")
+    assert main(["train", "--data", str(p), "--out", out, "--iters", "10", "--block-size", "16"]
+                + QUICK) == 0
+    return out, str(p)
+
+
+def snapshot(d):
+    return {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))
+            if os.path.isfile(os.path.join(d, n))}
+
+
+# ---- a run and what it leaves behind ---------------------------------------------------
+
+def test_train_on_text_writes_a_complete_run(trained):
+    out, _ = trained
+    names = set(os.listdir(out))
+    for n in ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json",
+              "tokenizer.json", "log.jsonl", "loss.png"):
+        assert n in names, n
+    recs = log_records(out)
+    assert [r["step"] for r in recs] == list(range(1, 11))
+    assert all(np.isfinite(r["loss"]) for r in recs)
+    assert "val_loss" in recs[4] and "train_loss" in recs[9]
+    assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_builtin_task_trains_and_reports_accuracy(tmp_path, capsys):
+    out = str(tmp_path / "add")
+    code, stdout, _ = run_cli(["train", "--out", out, "--iters", "6"] + QUICK, capsys)
+    assert code == 0
+    assert "held-out exact-match accuracy" in stdout
+    assert "accuracy" in log_records(out)[-1]
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_exactly(tmp_path, text_file):
+    common = ["--data", text_file, "--iters", "12", "--block-size", "16", "--save-every", "100",
+              "--dropout", "0.1"] + QUICK
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert main(["train", "--out", a] + common) == 0
+    assert main(["train", "--out", b, "--stop-after", "7"] + common) == 0
+    assert [r["step"] for r in log_records(b)] == list(range(1, 8))
+    assert main(["train", "--out", b, "--resume"] + common) == 0
+    ra, rb = log_records(a), log_records(b)
+    assert [r["step"] for r in rb] == list(range(1, 13))
+    assert [r["loss"] for r in ra] == [r["loss"] for r in rb]  # to the last bit
+    assert snapshot(a)["model.safetensors"] == snapshot(b)["model.safetensors"]
+
+
+def test_generate_streams_text_and_is_seeded(trained, capsys):
+    out, _ = trained
+    args = ["generate", "--out", out, "--prompt", "First", "--max-new-tokens", "20", "--seed", "3"]
+    code, s1, _ = run_cli(args, capsys)
+    assert code == 0 and s1.startswith("First") and len(s1) > len("First")
+    _, s2, _ = run_cli(args, capsys)
+    assert s1 == s2
+    code, s3, _ = run_cli(args + ["--no-cache"], capsys)
+    assert code == 0 and s3 == s1  # the KV cache changes speed, not the samples
+
+
+def test_eval_reports_loss_and_perplexity(trained, capsys):
+    out, data = trained
+    code, s, _ = run_cli(["eval", "--out", out, "--data", data], capsys)
+    assert code == 0
+    res = json.loads(s)
+    assert res["perplexity"] == pytest.approx(np.exp(res["loss"]))
+    assert res["tokens"] > 0
+
+
+def test_python_m_tensorlite_runs():
+    r = subprocess.run([sys.executable, "-m", "tensorlite", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 0 and "train" in r.stdout
+
+
+def test_bpe_tokenizer_run(tmp_path, text_file):
+    out = str(tmp_path / "bpe")
+    assert main(["train", "--data", text_file, "--out", out, "--tokenizer", "bpe", "--vocab-size", "300",
+                 "--iters", "3", "--block-size", "8"] + QUICK) == 0
+    assert json.load(open(os.path.join(out, "tokenizer.json")))["type"] == "bpe"
+
+
+# ---- bad input: one line, exit code 2, nothing overwritten -----------------------------
+
+def expect_usage_error(args, capsys, *needles):
+    code, _, err = run_cli(args, capsys)
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_data_file(tmp_path, capsys):
+    expect_usage_error(["train", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")]
+                       + QUICK, capsys, "nope.txt", "does not exist")
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_empty_data_file(tmp_path, capsys):
+    p = tmp_path / "empty.txt"
+    p.write_text("")
+    expect_usage_error(["train", "--data", str(p), "--out", str(tmp_path / "o")] + QUICK, capsys,
+                       "empty")
+
+
+def test_file_shorter_than_one_block(tmp_path, capsys):
+    p = tmp_path / "short.txt"
+    p.write_text("abcdefghij")
+    expect_usage_error(["train", "--data", str(p), "--out", str(tmp_path / "o"), "--block-size", "64"]
+                       + QUICK, capsys, "token")
+
+
+def test_non_utf8_bytes_with_char_tokenizer(tmp_path, capsys):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes(b"hello \xff\xfe world" * 20)
+    expect_usage_error(["train", "--data", str(p), "--out", str(tmp_path / "o")] + QUICK, capsys,
+                       "latin1.txt")
+
+
+def test_prompt_with_characters_outside_the_vocab(trained, capsys):
+    out, _ = trained
+    before = snapshot(out)
+    expect_usage_error(["generate", "--out", out, "--prompt", "Zebra \u2603"], capsys, "\u2603")
+    assert snapshot(out) == before
+
+
+def test_block_size_larger_than_the_models(trained, capsys):
+    out, data = trained
+    expect_usage_error(["eval", "--out", out, "--data", data, "--block-size", "4096"], capsys,
+                       "block_size")
+
+
+def test_resume_with_a_different_config(trained, capsys):
+    out, data = trained
+    before = snapshot(out)
+    expect_usage_error(["train", "--data", data, "--out", out, "--resume", "--iters", "10",
+                        "--block-size", "16", "--n-layer", "2", "--n-head", "2", "--n-embd", "16",
+                        "--batch-size", "4", "--eval-every", "5", "--eval-iters", "2", "--no-progress"],
+                       capsys, "n_layer")
+    assert snapshot(out) == before
+
+
+def test_existing_run_is_not_overwritten(trained, capsys):
+    out, data = trained
+    before = snapshot(out)
+    expect_usage_error(["train", "--data", data, "--out", out] + QUICK, capsys, "already holds a run")
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_truncated_or_corrupted_checkpoint(trained, tmp_path, capsys, damage):
+    import shutil
+    out, _ = trained
+    bad = str(tmp_path / "bad")
+    shutil.copytree(out, bad)
+    path = os.path.join(bad, "model.safetensors")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2] if damage == "truncate" else b"\x00\x01garbage" + data[9:])
+    expect_usage_error(["generate", "--out", bad, "--prompt", "First"], capsys, "model.safetensors")
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, capsys, text_file):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    expect_usage_error(["train", "--data", text_file, "--out", str(blocker / "run")] + QUICK, capsys,
+                       "run")
+
+
+def test_device_cuda_without_a_gpu(tmp_path, capsys, text_file, monkeypatch):
+    monkeypatch.delenv("TENSORLITE_EMULATE_CUDA", raising=False)
+    import tensorlite
+    if tensorlite.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    expect_usage_error(["train", "--data", text_file, "--out", str(tmp_path / "o"), "--device", "cuda"]
+                       + QUICK, capsys, "cuda")
+    assert not os.path.exists(tmp_path / "o")
