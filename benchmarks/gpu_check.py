@@ -58,7 +58,7 @@ import numpy as np  # noqa: E402
 import tensorlite  # noqa: E402,F401  (maps kernels/ to tensorlite.kernels from a checkout)
 from tensorlite import reference as R  # noqa: E402
 
-if ARGS.tiny:
+if ARGS.tiny or ARGS.compile_only:
     xp = np
 else:
     import cupy as xp  # noqa: E402
@@ -443,7 +443,7 @@ def compile_only(arch):
                                  text=True).stdout
         regs = re.search(r"REG:(\d+)", res)
         local = re.search(r"LOCAL:(\d+)", res)
-        dt = next((v for v in sig.values() if v.startswith("*f")), "?")
+        dt = next((v for v in sig.values() if v.startswith("*") and v[1] in "fb"), "?")
         bm = consts.get("BLOCK_M", "")
         bn = consts.get("BLOCK_N", consts.get("BLOCK_C", consts.get("BLOCK", "")))
         print(f"  {kernel.__name__:<16} {dt:<5} {bm!s:>4} {bn!s:>6} "

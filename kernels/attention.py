@@ -18,7 +18,9 @@ A query row with no key to attend (all -inf after masking) ends with l = 0: its 
 is 0 and its lse +inf, so exp(s - lse) = 0 in the backward and its gradients vanish.
 
 scale is a compile-time constant: Triton passes Python float arguments as float32,
-which would round it for float64 inputs, and a model uses one scale.
+which would round it for float64 inputs, and a model uses one scale. The sequence
+lengths are not specialised on (do_not_specialize): they only bound masks, and
+specialising would compile a new kernel for every new Tq/Tk divisibility class.
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def _fwd_step(acc, m_i, l_i, q, K_base, V_base, Mask_base, start_n, offs_m, offs
     return acc, m_new, l_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "Tq", "Tk"])
 def _attn_fwd(Q, K, V, Mask, O, Lse,
               sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
               smb, smh, smq, smk, H, Tq, Tk,
@@ -113,7 +115,7 @@ def _attn_fwd(Q, K, V, Mask, O, Lse,
     tl.store(Lse + bh.to(tl.int64) * Tq + offs_m, lse.to(Lse.dtype.element_ty), mask=rmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "Tq"])
 def _bwd_preprocess(O, DO, Delta, sob, soh, sot, sdb, sdh, sdt, H, Tq,
                     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                     ACC: tl.constexpr):
@@ -164,7 +166,7 @@ def _dkdv_step(dk, dv, k, v, Q_base, DO_base, Lse_base, Delta_base, Mask_base, s
     return dk, dv
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "Tq", "Tk"])
 def _bwd_dkdv(Q, K, V, DO, Lse, Delta, Mask, DK, DV,
               sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
               smb, smh, smq, smk, H, Tq, Tk,
@@ -240,7 +242,7 @@ def _dq_step(dq, q, do, lse2, delta, K_base, V_base, Mask_base, start_n, offs_m,
     return dq
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "Tq", "Tk"])
 def _bwd_dq(Q, K, V, DO, Lse, Delta, Mask, DQ,
             sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
             smb, smh, smq, smk, H, Tq, Tk,

@@ -48,7 +48,8 @@ def _gelu_bwd(X, DY, DX, N, TANH: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.con
         du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x)
         d = 0.5 * (1.0 + t) + 0.5 * x * sech2 * du
     else:
-        d = 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
+        pdf = 0.3989422804014327 * tl.exp(-0.5 * x * x)
+        d = 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476)) + x * pdf
     tl.store(DX + offs, (dy * d).to(DX.dtype.element_ty), mask=mask)
 
 

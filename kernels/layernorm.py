@@ -21,8 +21,8 @@ _LOOP_BLOCK = 4096
 
 
 @triton.jit
-def _fwd_tile(X, W, B, Y, Mean, Rstd, M, C, EPS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+def _fwd_tile(X, W, B, Y, Mean, Rstd, M, C, EPS: tl.constexpr, HAS_W: tl.constexpr,
+              HAS_B: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_C)
     rmask = rows < M
@@ -46,8 +46,8 @@ def _fwd_tile(X, W, B, Y, Mean, Rstd, M, C, EPS: tl.constexpr, HAS_W: tl.constex
 
 
 @triton.jit
-def _fwd_loop(X, W, B, Y, Mean, Rstd, C, EPS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-              BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+def _fwd_loop(X, W, B, Y, Mean, Rstd, C, EPS: tl.constexpr, HAS_W: tl.constexpr,
+              HAS_B: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     row = tl.program_id(0)
     base = row.to(tl.int64) * C
     cols = tl.arange(0, BLOCK_C)

@@ -308,6 +308,26 @@ def test_attention_argument_errors(rng):
         P.attention_forward(q, k[..., :8], v, None, False, 0.25)
 
 
+# ----------------------------------------------------------------------------- float16
+
+def test_row_ops_take_float16_and_accumulate_in_float32(rng):
+    """The GPU half-precision path (fp16 storage, fp32 math), as far as NumPy can carry it."""
+    x = (rng.standard_normal((6, 70)) * 2).astype(np.float16)
+    x64 = x.astype(np.float64)
+    y = P.softmax_forward(x)
+    assert y.dtype == np.float16 and rel_err(y, R.softmax_forward(x64)) < 2e-3
+    y, mean, rstd = P.layer_norm_forward(x, None, None, 1e-5)
+    ry, rmean, rrstd = R.layer_norm_forward(x64, None, None, 1e-5)
+    assert y.dtype == np.float16 and mean.dtype == rstd.dtype == np.float32
+    assert rel_err(y, ry) < 2e-3 and rel_err(mean, rmean) < 1e-6 and rel_err(rstd, rrstd) < 1e-6
+    assert rel_err(P.gelu_forward(x, "tanh"), R.gelu_forward(x64, "tanh")) < 2e-3
+    t = rng.integers(0, 70, 6)
+    loss, lse = P.cross_entropy_forward(x, t, -100, 0.0)
+    rloss, rlse = R.cross_entropy_forward(x64, t, -100, 0.0)
+    assert loss.dtype == np.float16 and lse.dtype == np.float32
+    assert rel_err(loss, rloss) < 2e-3 and rel_err(lse, rlse) < 1e-6
+
+
 # ----------------------------------------------------------------------------- launch layer
 
 def test_import_tensorlite_kernels_does_not_import_triton():
