@@ -192,23 +192,43 @@ struct IsaBase {
     static constexpr int bytes = 16, R = 4, NVMAX = 3;
 };
 
+// Causal structure of a tile that the diagonal crosses, so that a product can skip the
+// register blocks that is_causal masks entirely. `off` is (first key - first query) for
+// rows of keys and (first query - first key) for rows of queries.
+struct Tri {
+    enum Kind { none, kend, kstart, nstart } kind = none;
+    long off = 0;
+};
+//   kend:   rows are queries, K runs over keys: row block i needs keys k < off + i + R.
+//   kstart: rows are keys, K runs over queries: row block i needs queries k >= off + i.
+//   nstart: rows are keys, columns are queries: row block i needs columns >= off + i; the
+//           columns skipped are written as zeros (MODE 0 only), so C stays fully defined.
+
 // C (M x N) op= A (M x K) B (K x N); M a multiple of Isa::R, N a multiple of the vector width.
 template <typename T, class Isa, int MODE>
 TL_INLINE void gemm(long M, long N, long K, const T* A, long ars, long acs, const T* B, long ldb,
-                    T* C, long ldc, const T* rowscale = nullptr) {
+                    T* C, long ldc, const T* rowscale = nullptr, Tri tri = {}) {
     constexpr int W = Isa::bytes / sizeof(T), R = Isa::R, NVM = Isa::NVMAX;
     static_assert(NVM >= 3 && NVM <= 4, "remainder dispatch below covers 1..3 vectors");
     for (long i = 0; i < M; i += R) {
-        const T* Ai = A + i * ars;
+        long k0 = 0, k1 = K, n = 0;
+        if (tri.kind == Tri::kend) k1 = std::clamp(tri.off + i + R, 0L, K);
+        if (tri.kind == Tri::kstart) k0 = std::clamp(tri.off + i, 0L, K);
+        if (tri.kind == Tri::nstart) {
+            n = std::clamp(tri.off + i, 0L, N) / W * W;
+            for (int r = 0; r < R; ++r) std::memset(C + (i + r) * ldc, 0, sizeof(T) * n);
+        }
+        const long Kb = std::max(k1 - k0, 0L);
+        const T* Ai = A + i * ars + k0 * acs;
+        const T* Bk = B + k0 * ldb;
         T* Ci = C + i * ldc;
         const T* rs = rowscale ? rowscale + i : nullptr;
-        long n = 0;
         for (; n + NVM * W <= N; n += NVM * W)
-            micro<T, W, R, NVM, MODE>(K, Ai, ars, acs, B + n, ldb, Ci + n, ldc, rs);
+            micro<T, W, R, NVM, MODE>(Kb, Ai, ars, acs, Bk + n, ldb, Ci + n, ldc, rs);
         switch ((N - n) / W) {
-            case 1: micro<T, W, R, 1, MODE>(K, Ai, ars, acs, B + n, ldb, Ci + n, ldc, rs); break;
-            case 2: micro<T, W, R, 2, MODE>(K, Ai, ars, acs, B + n, ldb, Ci + n, ldc, rs); break;
-            case 3: micro<T, W, R, 3, MODE>(K, Ai, ars, acs, B + n, ldb, Ci + n, ldc, rs); break;
+            case 1: micro<T, W, R, 1, MODE>(Kb, Ai, ars, acs, Bk + n, ldb, Ci + n, ldc, rs); break;
+            case 2: micro<T, W, R, 2, MODE>(Kb, Ai, ars, acs, Bk + n, ldb, Ci + n, ldc, rs); break;
+            case 3: micro<T, W, R, 3, MODE>(Kb, Ai, ars, acs, Bk + n, ldb, Ci + n, ldc, rs); break;
             default: break;
         }
     }
@@ -364,7 +384,8 @@ TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>&
             copy_rows(k, b, h, j0, cols, M, D, w.Kt, D);
             A = w.Kt, ars = D, acs = 1;
         }
-        gemm<T, Isa, 0>(M, BQ, D, A, ars, acs, w.QT, BQ, w.ST, BQ);
+        const Tri keys_rows{pb.causal ? Tri::nstart : Tri::none, j0 - i0};
+        gemm<T, Isa, 0>(M, BQ, D, A, ars, acs, w.QT, BQ, w.ST, BQ, nullptr, keys_rows);
         for (long j = 0; j < cols; ++j) mask_st_row<T, W>(pb, b, h, i0, rows, j0 + j, w.ST + j * BQ);
 
         // Online softmax, one vector of queries at a time.
@@ -390,7 +411,7 @@ TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>&
         }
         // O = diag(alpha) O + P V, with P read transposed out of ST.
         gemm<T, Isa, 2>(rows_r, Dp, cols, w.ST, 1, BQ, vrows.row(b, h, j0), vrows.st, w.O, Dp,
-                        w.alpha);
+                        w.alpha, Tri{pb.causal ? Tri::kend : Tri::none, i0 - j0});
     }
 
     for (long i = 0; i < rows; ++i) {
@@ -455,8 +476,12 @@ TL_INLINE void bwd_group(const Problem<T>& pb, const BwdData<T>& bd, long bh, lo
             const T* dOT = bd.dOT + (bh * pb.nqt + qt) * D * BQ;
             const T* L = bd.lse + bh * pb.Tqp + i0;
             const T* Di = bd.Di + bh * pb.Tqp + i0;
-            gemm<T, Isa, 0>(M, BQ, D, Ak, ars_k, acs_k, QT, BQ, w.ST, BQ);    // S^T
-            gemm<T, Isa, 0>(M, BQ, D, Av, ars_v, acs_v, dOT, BQ, w.dST, BQ);  // dP^T
+            // With is_causal, skip the blocks of a diagonal tile that the mask zeroes anyway.
+            const Tri keys_rows{pb.causal ? Tri::nstart : Tri::none, j0 - i0};
+            const Tri keys_rows_k{pb.causal ? Tri::kstart : Tri::none, j0 - i0};
+            const Tri query_rows{pb.causal ? Tri::kend : Tri::none, i0 - j0};
+            gemm<T, Isa, 0>(M, BQ, D, Ak, ars_k, acs_k, QT, BQ, w.ST, BQ, nullptr, keys_rows);
+            gemm<T, Isa, 0>(M, BQ, D, Av, ars_v, acs_v, dOT, BQ, w.dST, BQ, nullptr, keys_rows);
             for (long j = 0; j < cols; ++j) {
                 T* st = w.ST + j * BQ;
                 T* dst = w.dST + j * BQ;
@@ -470,11 +495,11 @@ TL_INLINE void bwd_group(const Problem<T>& pb, const BwdData<T>& bd, long bh, lo
             // Rows cols .. M-1 of P^T / dS^T (zero-padded keys) only reach dk/dv rows that are
             // never written out.
             gemm<T, Isa, 1>(M, Dp, rows, w.ST, BQ, 1, bd.dorows.row(b, h, i0), bd.dorows.st,
-                            w.dV, Dp);                                                // P^T do
+                            w.dV, Dp, nullptr, keys_rows_k);                          // P^T do
             gemm<T, Isa, 1>(M, Dp, rows, w.dST, BQ, 1, bd.qrows.row(b, h, i0), bd.qrows.st,
-                            w.dK, Dp);                                                // dS^T q
+                            w.dK, Dp, nullptr, keys_rows_k);                          // dS^T q
             gemm<T, Isa, 1>(rows_r, Dp, cols, w.dST, 1, BQ, bd.krows.row(b, h, j0),
-                            bd.krows.st, dQ + i0 * Dp, Dp);                           // dS k
+                            bd.krows.st, dQ + i0 * Dp, Dp, nullptr, query_rows);      // dS k
         }
         for (long r = 0; r < cols; ++r) {
             T* dk = dk_out + (bh * pb.Tk + j0 + r) * D;
