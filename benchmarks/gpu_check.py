@@ -80,25 +80,24 @@ FAILED = []
 
 # ---------------------------------------------------------------------------- helpers
 
-def host(a):
-    return a if isinstance(a, np.ndarray) else xp.asnumpy(a)
-
-
 def randn(rng, shape, dtype=np.float32, scale=1.0):
     return xp.asarray((rng.standard_normal(shape) * scale).astype(dtype))
 
 
 def err(a, ref):
-    """max |a - ref| / max |ref| (ref's scale), on the host in float64."""
-    a = host(a).astype(np.float64)
-    ref = host(ref).astype(np.float64)
-    fin = np.isfinite(ref)
-    if not np.array_equal(fin, np.isfinite(a)) or not np.array_equal(ref[~fin], a[~fin]):
+    """max |a - ref| / max |ref| (ref's scale), in float64, on the arrays' device
+    (the GPU-sized outputs, e.g. 8192 x 50257 dlogits, stay off the host)."""
+    a = a.astype(np.float64)
+    ref = ref.astype(np.float64)
+    fin = xp.isfinite(ref)
+    if not bool(xp.array_equal(fin, xp.isfinite(a))):
         return float("inf")
-    if not fin.any():
+    if not bool(fin.all()) and not bool(xp.array_equal(ref[~fin], a[~fin])):
+        return float("inf")
+    if not bool(fin.any()):
         return 0.0
-    scale = max(np.abs(ref[fin]).max(), 1e-30)
-    return float(np.abs(a[fin] - ref[fin]).max() / scale)
+    scale = max(float(xp.abs(ref[fin]).max()), 1e-30)
+    return float(xp.abs(a[fin] - ref[fin]).max()) / scale
 
 
 def check(name, ours, ref32, ref64, atol=1e-6):
@@ -260,7 +259,7 @@ def run_checks(rng):
     # fully masked rows
     cfgs = ([(1, 2, 24, 40, 16, True, False), (2, 2, 33, 21, 32, False, True)] if tiny else
             [(2, 8, 1024, 1024, 64, True, False), (2, 4, 700, 1100, 64, True, False),
-             (2, 8, 1024, 1024, 128, False, True)])
+             (2, 8, 1024, 1024, 64, False, True)])
     for b, h, tq, tk, d, causal, with_mask in cfgs:
         q, k, vv = randn(rng, (b, h, tq, d)), randn(rng, (b, h, tk, d)), randn(rng, (b, h, tk, d))
         do = randn(rng, (b, h, tq, d))
@@ -303,9 +302,9 @@ def run_timings(rng):
     if torch is None:
         print("  (PyTorch not available: ours only)")
     if not tiny:
-        a = xp.empty(1 << 28, np.float32)  # 1 GiB
+        a = xp.zeros(1 << 28, np.float32)  # 1 GiB
         b = xp.empty_like(a)
-        t = bench(lambda: b.__setitem__(Ellipsis, a))
+        t = bench(lambda: b.data.copy_from_device_async(a.data, a.nbytes))
         print(f"  roofline: device-to-device copy {2 * a.nbytes / t / 1e9:.0f} GB/s")
         del a, b
 

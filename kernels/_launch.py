@@ -134,7 +134,10 @@ def as_rows(op: str, x):
     xp = array_module(x)
     x = xp.ascontiguousarray(x)
     n = x.shape[-1]
-    return x.reshape(-1, n)
+    m = 1
+    for s in x.shape[:-1]:
+        m *= s
+    return x.reshape(m, n)  # not (-1, n): ambiguous when n == 0
 
 
 def row_tile(n_cols: int, max_cols: int):

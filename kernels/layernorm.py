@@ -191,6 +191,8 @@ def layer_norm_forward(x, weight, bias, eps, *, loop_block: int | None = None):
     """loop_block forces the loop kernel with that column block (tests use it)."""
     op = "layer_norm_forward"
     L.check_float(op, x=x)
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"{op}: cannot normalise over an empty last dim, x has shape {x.shape}")
     weight = _check_param(op, "weight", weight, x)
     bias = _check_param(op, "bias", bias, x)
     xp = L.array_module(x)

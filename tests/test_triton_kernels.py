@@ -79,6 +79,7 @@ def test_softmax_contract_entry_points_and_edge_shapes(rng):
     xt = rng.standard_normal((7, 3)).astype(np.float32).T
     assert_close(P.softmax_forward(xt), R.softmax_forward(np.ascontiguousarray(xt)), 1e-5)
     assert P.softmax_forward(np.zeros((0, 5), np.float32)).shape == (0, 5)
+    assert P.softmax_forward(np.zeros((3, 0), np.float32)).shape == (3, 0)
     xm = x.copy()
     xm[:, ::2] = -np.inf
     y = P.softmax_forward(xm)
@@ -296,6 +297,15 @@ def test_attention_float16_accumulates_in_float32(rng):
     grads = P.attention_backward(q, k, v, o, lse, do, None, True, 0.25)
     for g, rg in zip(grads, R.attention_backward(*up[:3], ro, rlse, up[3], None, True, 0.25)):
         assert g.dtype == np.float16 and rel_err(g, rg) < 1e-2
+
+
+def test_attention_without_keys(rng):
+    q = rng.standard_normal((1, 2, 3, 16)).astype(np.float32)
+    k = np.zeros((1, 2, 0, 16), np.float32)
+    o, lse = P.attention_forward(q, k, k, None, False, 0.25)
+    assert np.all(o == 0) and np.all(lse == np.inf)
+    dq, dk, dv = P.attention_backward(q, k, k, o, lse, q, None, False, 0.25)
+    assert np.all(dq == 0) and dk.shape == dv.shape == (1, 2, 0, 16)
 
 
 def test_attention_argument_errors(rng):
