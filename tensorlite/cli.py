@@ -26,6 +26,13 @@ def _add_train(sub):
     p.add_argument("--out", default="runs/default", help="run folder (default runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--init-from", metavar="DIR", help="fine-tune: start from the trained run in DIR "
+                   "(its weights, model config and tokenizer; a fresh optimizer); needs --data")
+    p.add_argument("--log-stats", action="store_true", help="log per-layer activation mean/std, "
+                   "gradient norm and update/weight ratio into log.jsonl (see tensorlite plot)")
+    p.add_argument("--stats-every", type=int, help="steps between --log-stats records (default 10)")
+    p.add_argument("--mfu", action="store_true",
+                   help="show model FLOPs utilisation against this machine's measured matmul peak")
 
 
 def _add_generate(sub):
@@ -51,12 +58,25 @@ def _add_eval(sub):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
 
+def _add_study(sub):
+    p = sub.add_parser("inspect", help="look inside a trained run")
+    what = p.add_subparsers(dest="what", required=True)
+    a = what.add_parser("attention", help="a PNG grid of every layer's and head's attention map")
+    a.add_argument("--out", required=True, help="the run folder")
+    a.add_argument("--prompt", required=True)
+    a.add_argument("--png", help="where to write the PNG (default OUT/attention.png)")
+    a.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p = sub.add_parser("plot", help="draw a run's loss.png and, with --log-stats, stats.png")
+    p.add_argument("--out", required=True, help="the run folder")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tensorlite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_generate(sub)
     _add_eval(sub)
+    _add_study(sub)
     return parser
 
 
@@ -67,11 +87,12 @@ def cmd_train(a):
               "n_embd", "iters", "batch_size", "block_size", "warmup", "eval_every", "eval_iters",
               "save_every", "seed", "threads", "task_digits", "lr", "dropout", "weight_decay",
               "grad_clip", "min_lr_ratio", "stop_at_accuracy", "stop_after", "device", "kernels",
-              "out", "resume"):
+              "out", "resume", "init_from", "stats_every"):
         v = getattr(a, k)
         if v is not None:
             kw[k] = v
     kw["progress"] = not a.no_progress
+    kw.update(log_stats=a.log_stats, mfu=a.mfu)
     res = train(TrainConfig(**kw))
     print(json.dumps({"out": a.out, **res}))
     if "accuracy" in res:
@@ -115,6 +136,25 @@ def cmd_eval(a):
     return 0
 
 
+def cmd_inspect(a):
+    from .viz import inspect_attention
+    if a.device == "cuda":
+        _need_cuda()
+    print(inspect_attention(a.out, a.prompt, a.png, a.device))
+    return 0
+
+
+def cmd_plot(a):
+    from .stats import plot_stats
+    from .train import plot_losses
+    if not os.path.isfile(os.path.join(a.out, "log.jsonl")):
+        raise FileNotFoundError(f"{a.out} holds no training log (log.jsonl)")
+    for path in (plot_losses(a.out), plot_stats(a.out)):
+        if path:
+            print(path)
+    return 0
+
+
 def _need_cuda():
     from .backend.device import cuda_unavailable_reason
     from .train import UsageError
@@ -127,7 +167,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from .serialization import CheckpointError
     try:
-        return {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval}[args.command](args)
+        return {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
+                "inspect": cmd_inspect, "plot": cmd_plot}[args.command](args)
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, PermissionError, CheckpointError, RuntimeError,

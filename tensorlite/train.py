@@ -72,6 +72,10 @@ class TrainConfig:
     progress: bool = True
     stop_at_accuracy: float = None  # tasks: stop once held-out exact match reaches this
     stop_after: int = None      # stop (and save) after this many steps in this invocation
+    init_from: str = None       # fine-tune: start from this run's weights, config and tokenizer
+    log_stats: bool = False     # per-layer activation/gradient/update statistics into log.jsonl
+    stats_every: int = 10       # ... every this many steps
+    mfu: bool = False           # model FLOPs utilisation against this machine's measured peak
     extra: dict = field(default_factory=dict)
 
     def resolved(self):
@@ -102,7 +106,8 @@ class TrainConfig:
 # the fields that must match for --resume to continue the same run
 _RESUME_KEYS = ("data", "task", "task_digits", "tokenizer", "vocab_size", "n_layer", "n_head",
                 "n_embd", "bias", "block_size", "dropout", "batch_size", "lr", "min_lr_ratio",
-                "warmup", "weight_decay", "beta1", "beta2", "grad_clip", "seed", "iters", "kernels")
+                "warmup", "weight_decay", "beta1", "beta2", "grad_clip", "seed", "iters", "kernels",
+                "init_from")
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -170,6 +175,7 @@ def _check_writable(out_dir):
 def train(cfg, log=print):
     """Train per cfg; returns a dict with the final train/val loss (and task accuracy)."""
     import tensorlite as tl
+    given = cfg
     cfg = cfg.resolved()
     out = cfg.out
     # nothing is written until the inputs have been checked
@@ -178,6 +184,10 @@ def train(cfg, log=print):
         raise UsageError(f"--device cuda: {cuda_unavailable_reason()}")
     if cfg.data is not None and not os.path.isfile(cfg.data):
         raise UsageError(f"data file {cfg.data} does not exist")
+    init_tokenizer = None
+    if cfg.init_from:
+        from .finetune import prepare_init_from
+        init_tokenizer = prepare_init_from(cfg, given)
     has_run = os.path.exists(os.path.join(out, ckpt.STATE))
     if cfg.resume and not has_run:
         raise UsageError(f"--resume: {out} holds no run to resume (no {ckpt.STATE})")
@@ -211,13 +221,17 @@ def train(cfg, log=print):
             from .tokenizers import load_tokenizer
             tokenizer = load_tokenizer(os.path.join(out, ckpt.TOKENIZER))
         else:
-            tokenizer = build_tokenizer(cfg)
+            tokenizer = init_tokenizer or build_tokenizer(cfg)
         data = TextData(cfg, tokenizer, out)
 
     mcfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=cfg.block_size,
                      n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                      dropout=cfg.dropout, bias=cfg.bias)
     model = GPT(mcfg).to(cfg.device)
+    if cfg.init_from and not cfg.resume:
+        from .finetune import load_init_weights
+        load_init_weights(model, cfg.init_from)
+        log(f"initialised from {cfg.init_from} (weights only; a fresh optimizer)")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -267,6 +281,12 @@ def train(cfg, log=print):
     logf = open(os.path.join(out, "log.jsonl"), "a")
     bar = _progress(cfg, start)
     tokens_per_step = cfg.batch_size * cfg.block_size
+    from .stats import TrainingStats
+    from .summary import MFUMeter
+    stats = TrainingStats(model, cfg.stats_every) if cfg.log_stats else None
+    mfu = MFUMeter(model, tokens_per_step, cfg.block_size, cfg.device) if cfg.mfu else None
+    if mfu:
+        log(f"measured peak matmul throughput: {mfu.peak / 1e9:,.1f} GFLOP/s")
     result = {}
     interrupted = False
     prev_handler = signal.getsignal(signal.SIGTERM)
@@ -280,22 +300,32 @@ def train(cfg, log=print):
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y = data.batch("train", cfg.batch_size, cfg.block_size, rng)
+            tracking = stats is not None and stats.begin(step + 1)
             _, loss = model(tl.tensor(x, device=cfg.device), tl.tensor(y, device=cfg.device))
             opt.zero_grad()
             loss.backward()
+            if tracking:
+                stats.grads()
             norm = clip_grad_norm_(list(model.parameters()), cfg.grad_clip) if cfg.grad_clip else None
+            if tracking:
+                stats.snapshot()
             opt.step()
             step += 1
             dt = time.perf_counter() - t0
             t0 = time.perf_counter()
             rec = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": norm,
                    "tokens_per_s": tokens_per_step / dt if dt > 0 else None}
+            if mfu:
+                rec["mfu"] = mfu(dt)
+            if tracking:
+                rec["stats"] = stats.end()
             if step % cfg.eval_every == 0 or step == cfg.iters:
                 rec.update(evaluate(step))
                 history.append({k: rec[k] for k in rec if k in ("step", "loss", "val_loss", "train_loss",
                                                                  "accuracy")})
                 msg = f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()
                                                    if k in ("train_loss", "val_loss", "accuracy"))
+                msg += f", mfu {rec['mfu']:.2%}" if rec.get("mfu") is not None else ""
                 (bar.write if bar else log)(msg)
                 t0 = time.perf_counter()
             logf.write(json.dumps(rec) + "\n")
@@ -303,7 +333,8 @@ def train(cfg, log=print):
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}",
-                                tok_s=f"{rec['tokens_per_s'] or 0:,.0f}")
+                                tok_s=f"{rec['tokens_per_s'] or 0:,.0f}",
+                                **({"mfu": f"{rec['mfu'] or 0:.2%}"} if mfu else {}))
             if step % cfg.save_every == 0 and step != cfg.iters:
                 save(step)
             result = rec
