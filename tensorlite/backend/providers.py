@@ -44,6 +44,15 @@ def _load(name):
         return importlib.import_module("tensorlite.reference")
     if name == "cpp":
         return importlib.import_module("tensorlite.backend.cpp_provider")
+    if "tensorlite.kernels.provider" not in __import__("sys").modules:
+        from .device import cuda_unavailable_reason, emulating_cuda
+        if (emulating_cuda() or cuda_unavailable_reason() is not None) \
+                and os.environ.get("TRITON_INTERPRET") != "1":
+            # no GPU: Triton must interpret the kernels, and it decides that when they are
+            # decorated, i.e. at this first import
+            os.environ["TRITON_INTERPRET"] = "1"
+            _warn_once("interp", "the triton provider has no GPU here: its kernels run in "
+                                 "Triton's interpreter (correct, but slow)")
     return importlib.import_module("tensorlite.kernels.provider")
 
 
