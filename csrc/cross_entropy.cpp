@@ -9,23 +9,26 @@
 namespace {
 
 // loss = (1-e)*(lse - x[t]) + e*(lse - mean(x)); 0 for ignored rows. lse for every row.
-template <class T>
+// The row sum of x is only needed with label smoothing, so it is a compile-time option.
+template <class T, bool kSmooth>
 TL_INLINE void forward_rows(const T* x, const int64_t* t, T* loss, T* lse, int64_t rows,
                             int64_t V, int64_t ignore, double smoothing) {
     const T e = T(smoothing);
     for (int64_t r = 0; r < rows; ++r, x += V) {
-        T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-        for (int64_t j = 0; j < V; ++j) m = x[j] > m ? x[j] : m;
-        T s = 0, sx = 0;
-#pragma omp simd reduction(+ : s, sx)
-        for (int64_t j = 0; j < V; ++j) {
-            s += tl::fast_exp(x[j] - m);
-            sx += x[j];
-        }
+        const T m = tl::max_over(x, V);
+        const T s = tl::sum_over<T>(V, [&](int64_t j, bool) TL_LAMBDA {
+            return tl::fast_exp(x[j] - m);
+        });
         const T l = m + std::log(s);
         lse[r] = l;
-        loss[r] = t[r] == ignore ? T(0) : (T(1) - e) * (l - x[t[r]]) + e * (l - sx / T(V));
+        if (t[r] == ignore) {
+            loss[r] = T(0);
+        } else if (kSmooth) {
+            const T sx = tl::sum_over<T>(V, [&](int64_t j, bool) TL_LAMBDA { return x[j]; });
+            loss[r] = (T(1) - e) * (l - x[t[r]]) + e * (l - sx / T(V));
+        } else {
+            loss[r] = l - x[t[r]];
+        }
     }
 }
 
@@ -41,19 +44,23 @@ TL_INLINE void backward_rows(const T* x, const int64_t* t, const T* lse, const T
             continue;
         }
         const T l = lse[r], d = dloss[r], off = d * e / T(V);
-#pragma omp simd
-        for (int64_t j = 0; j < V; ++j) dx[j] = d * tl::fast_exp(x[j] - l) - off;
+        tl::map_over(V, [&](int64_t j, bool keep) TL_LAMBDA {
+            const T v = d * tl::fast_exp(x[j] - l) - off;
+            if (keep) dx[j] = v;
+        });
         dx[t[r]] -= d * (T(1) - e);
     }
 }
 
 TL_CLONES void fwd(const float* x, const int64_t* t, float* loss, float* lse, int64_t rows,
                    int64_t V, int64_t ignore, double e) {
-    forward_rows(x, t, loss, lse, rows, V, ignore, e);
+    e != 0.0 ? forward_rows<float, true>(x, t, loss, lse, rows, V, ignore, e)
+             : forward_rows<float, false>(x, t, loss, lse, rows, V, ignore, e);
 }
 TL_CLONES void fwd(const double* x, const int64_t* t, double* loss, double* lse, int64_t rows,
                    int64_t V, int64_t ignore, double e) {
-    forward_rows(x, t, loss, lse, rows, V, ignore, e);
+    e != 0.0 ? forward_rows<double, true>(x, t, loss, lse, rows, V, ignore, e)
+             : forward_rows<double, false>(x, t, loss, lse, rows, V, ignore, e);
 }
 TL_CLONES void bwd(const float* x, const int64_t* t, const float* lse, const float* dloss,
                    float* dx, int64_t rows, int64_t V, int64_t ignore, double e) {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -23,6 +24,8 @@
 #define TL_CLONES
 #endif
 #define TL_INLINE inline __attribute__((always_inline))
+// Lambdas handed to the row helpers must be inlined into the vectorised loop.
+#define TL_LAMBDA __attribute__((always_inline))
 
 namespace tl {
 
@@ -106,6 +109,70 @@ void parallel_for(int64_t n, int64_t work_per_item, F&& body) {
     }
 #endif
     body(int64_t(0), n);
+}
+
+// Row loops in whole vector pieces, with no scalar remainder loop: on rows of a few
+// dozen elements the remainder a compiler emits (a scalar loop, e.g. a scalar exp per
+// element) costs more than the whole vector part. A row of n >= kLanes elements is
+// covered by its whole pieces plus one last piece [n - kLanes, n) that overlaps them;
+// f(j, keep) sees keep == false on the overlapped lanes, which must not count or be
+// stored again. Rows shorter than one piece use a plain loop.
+// kLanes = 16: one AVX-512 register of floats, a multiple of every narrower vector.
+constexpr int64_t kLanes = 16;
+
+// sum over j of f(j, keep), where f returns its term (the caller masks with keep).
+template <class T, class F>
+TL_INLINE T sum_over(int64_t n, F f) {
+    T s = 0;
+    if (n < kLanes) {
+        for (int64_t j = 0; j < n; ++j) s += f(j, true);
+        return s;
+    }
+    const int64_t body = n & ~(kLanes - 1), start = n - kLanes, first_new = body - start;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < body; ++j) s += f(j, true);
+    if (body < n) {
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < kLanes; ++i) {
+            const bool keep = i >= first_new;
+            const T v = f(start + i, keep);
+            s += keep ? v : T(0);
+        }
+    }
+    return s;
+}
+
+// max over j of x[j] (the overlap does no harm: max is idempotent).
+template <class T>
+TL_INLINE T max_over(const T* x, int64_t n) {
+    T m = -std::numeric_limits<T>::infinity();
+    if (n < kLanes) {
+        for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+        return m;
+    }
+    const int64_t body = n & ~(kLanes - 1);
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < body; ++j) m = x[j] > m ? x[j] : m;
+    const T* last = x + n - kLanes;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < kLanes; ++i) m = last[i] > m ? last[i] : m;
+    return m;
+}
+
+// f(j, keep) for every j; f stores its result only when keep.
+template <class F>
+TL_INLINE void map_over(int64_t n, F f) {
+    if (n < kLanes) {
+        for (int64_t j = 0; j < n; ++j) f(j, true);
+        return;
+    }
+    const int64_t body = n & ~(kLanes - 1), start = n - kLanes, first_new = body - start;
+#pragma omp simd
+    for (int64_t j = 0; j < body; ++j) f(j, true);
+    if (body < n) {
+#pragma omp simd
+        for (int64_t i = 0; i < kLanes; ++i) f(start + i, i >= first_new);
+    }
 }
 
 TL_INLINE uint32_t bits_of(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }

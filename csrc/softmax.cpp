@@ -7,33 +7,24 @@
 
 namespace {
 
-template <class T>
-TL_INLINE T row_max(const T* x, int64_t n) {
-    T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
-    return m;
-}
-
 // y = exp(x - max) / sum, or (log) y = x - max - log(sum).
 template <class T, bool kLog>
 TL_INLINE void forward_rows(const T* x, T* y, int64_t rows, int64_t n) {
     for (int64_t r = 0; r < rows; ++r, x += n, y += n) {
-        const T m = row_max(x, n);
-        T sum = 0;
+        const T m = tl::max_over(x, n);
         if (kLog) {
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < n; ++j) sum += tl::fast_exp(x[j] - m);
+            const T sum = tl::sum_over<T>(n, [&](int64_t j, bool) TL_LAMBDA {
+                return tl::fast_exp(x[j] - m);
+            });
             const T shift = m + std::log(sum);
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) y[j] = x[j] - shift;
         } else {
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < n; ++j) {
+            const T sum = tl::sum_over<T>(n, [&](int64_t j, bool keep) TL_LAMBDA {
                 const T e = tl::fast_exp(x[j] - m);
-                y[j] = e;
-                sum += e;
-            }
+                if (keep) y[j] = e;
+                return e;
+            });
             const T inv = T(1) / sum;
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) y[j] *= inv;
@@ -45,15 +36,14 @@ TL_INLINE void forward_rows(const T* x, T* y, int64_t rows, int64_t n) {
 template <class T, bool kLog>
 TL_INLINE void backward_rows(const T* y, const T* dy, T* dx, int64_t rows, int64_t n) {
     for (int64_t r = 0; r < rows; ++r, y += n, dy += n, dx += n) {
-        T s = 0;
         if (kLog) {
-#pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < n; ++j) s += dy[j];
-#pragma omp simd
-            for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] - tl::fast_exp(y[j]) * s;
+            const T s = tl::sum_over<T>(n, [&](int64_t j, bool) TL_LAMBDA { return dy[j]; });
+            tl::map_over(n, [&](int64_t j, bool keep) TL_LAMBDA {
+                const T v = dy[j] - tl::fast_exp(y[j]) * s;
+                if (keep) dx[j] = v;
+            });
         } else {
-#pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < n; ++j) s += dy[j] * y[j];
+            const T s = tl::sum_over<T>(n, [&](int64_t j, bool) TL_LAMBDA { return dy[j] * y[j]; });
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (dy[j] - s);
         }
