@@ -26,15 +26,10 @@ Backward, with dO the gradient of o (the usual softmax-Jacobian identities):
 """
 import numpy as np
 
-from tensorlite.reference._xp import get_xp
+from ._xp import check_float, get_xp
 
 
-def _compute_dtype(dtype):
-    # float64 stays float64; float32 (and half types, which we upcast) compute in float32.
-    return np.float64 if dtype == np.float64 else np.float32
-
-
-def _check(op, q, k, v, mask):
+def _check_shapes(op, q, k, v, mask):
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(f"{op}: q, k, v must be 4-D (B, H, T, D), got q {q.shape}, "
                          f"k {k.shape}, v {v.shape}")
@@ -42,76 +37,66 @@ def _check(op, q, k, v, mask):
     if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
         raise ValueError(f"{op}: expected k and v of shape ({B}, {H}, Tk, {D}) to match "
                          f"q {q.shape}, got k {k.shape}, v {v.shape}")
-    for name, a in (("q", q), ("k", k), ("v", v)):
-        if a.dtype not in (np.float16, np.float32, np.float64):
-            raise TypeError(f"{op}: {name} must be a float array, got dtype {a.dtype}")
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise TypeError(f"{op}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if mask is not None:
         Tk = k.shape[2]
         if (mask.ndim != 4 or mask.shape[0] not in (1, B) or mask.shape[1] not in (1, H)
                 or mask.shape[2] not in (1, Tq) or mask.shape[3] != Tk):
             raise ValueError(f"{op}: mask of shape {mask.shape} does not broadcast as "
                              f"(1|{B}, 1|{H}, 1|{Tq}, {Tk}) for q {q.shape}, k {k.shape}")
-        if mask.dtype != q.dtype:
-            raise TypeError(f"{op}: mask must be an additive float mask of q's dtype "
-                            f"{q.dtype}, got {mask.dtype}")
 
 
-def _scores(xp, q, k, mask, is_causal, scale, cdt):
-    """The scaled, masked scores S (B, H, Tq, Tk) in the compute dtype."""
-    s = (q.astype(cdt) @ xp.swapaxes(k.astype(cdt), -1, -2)) * cdt(scale)
+def _scores(xp, q, k, mask, is_causal, scale):
+    """The scaled, masked scores S (B, H, Tq, Tk)."""
+    s = (q @ xp.swapaxes(k, -1, -2)) * q.dtype.type(scale)
     if mask is not None:
-        s = s + mask.astype(cdt)
+        s = s + mask
     if is_causal:
         Tq, Tk = q.shape[2], k.shape[2]
         # Top-left aligned like PyTorch: query i sees keys 0..i, whatever Tk is.
         allowed = xp.tril(xp.ones((Tq, Tk), dtype=bool))
-        s = xp.where(allowed, s, cdt(-np.inf))
+        s = xp.where(allowed, s, q.dtype.type(-np.inf))
     return s
 
 
 def attention_forward(q, k, v, mask, is_causal, scale):
-    """Returns (o, lse): o (B, H, Tq, D) in q's dtype, lse (B, H, Tq) float32/float64."""
-    _check("attention_forward", q, k, v, mask)
+    """Returns (o, lse): o (B, H, Tq, D) and lse (B, H, Tq), both in q's dtype."""
+    op = "attention_forward"
+    check_float(op, q=q, k=k, v=v, mask=mask)
+    _check_shapes(op, q, k, v, mask)
     xp = get_xp(q)
-    cdt = _compute_dtype(q.dtype)
-    s = _scores(xp, q, k, mask, is_causal, scale, cdt)
+    s = _scores(xp, q, k, mask, is_causal, scale)
 
     if s.shape[-1] == 0:  # no keys at all: every row attends nothing
-        m = xp.full(s.shape[:-1] + (1,), -np.inf, dtype=cdt)
+        m = xp.full(s.shape[:-1] + (1,), -np.inf, dtype=s.dtype)
     else:
         m = s.max(axis=-1, keepdims=True)
-    # A fully masked row has max -inf; shifting by 0 instead keeps exp() at 0 without NaN.
-    m = xp.where(m == -np.inf, cdt(0), m)
+    # A fully masked row has max -inf; shifting it by 0 instead keeps exp() at 0, not NaN.
+    m = xp.where(m == -np.inf, s.dtype.type(0), m)
     p = xp.exp(s - m)
     l = p.sum(axis=-1, keepdims=True)
     attends = l > 0
-    safe_l = xp.where(attends, l, cdt(1))
-    o = (p / safe_l) @ v.astype(cdt)
-    o = xp.where(attends, o, cdt(0))
-    lse = xp.where(attends, m + xp.log(safe_l), cdt(np.inf))[..., 0]
-    return o.astype(q.dtype), lse.astype(cdt)
+    safe_l = xp.where(attends, l, s.dtype.type(1))
+    o = xp.where(attends, (p / safe_l) @ v, s.dtype.type(0))
+    lse = xp.where(attends, m + xp.log(safe_l), s.dtype.type(np.inf))[..., 0]
+    return o, lse
 
 
 def attention_backward(q, k, v, o, lse, do, mask, is_causal, scale):
     """Returns (dq, dk, dv), each in q's dtype and its input's shape."""
-    _check("attention_backward", q, k, v, mask)
+    op = "attention_backward"
+    check_float(op, q=q, k=k, v=v, o=o, lse=lse, do=do, mask=mask)
+    _check_shapes(op, q, k, v, mask)
     if o.shape != q.shape or do.shape != q.shape or lse.shape != q.shape[:3]:
-        raise ValueError(f"attention_backward: expected o and do of shape {q.shape} and lse of "
-                         f"shape {q.shape[:3]}, got o {o.shape}, do {do.shape}, lse {lse.shape}")
+        raise ValueError(f"{op}: expected o and do of shape {q.shape} and lse of shape "
+                         f"{q.shape[:3]}, got o {o.shape}, do {do.shape}, lse {lse.shape}")
     xp = get_xp(q)
-    cdt = _compute_dtype(q.dtype)
-    q_, k_, v_ = q.astype(cdt), k.astype(cdt), v.astype(cdt)
-    do_, o_ = do.astype(cdt), o.astype(cdt)
-
-    s = _scores(xp, q_, k_, mask, is_causal, scale, cdt)
+    s = _scores(xp, q, k, mask, is_causal, scale)
     # lse = +inf on rows that attend nothing, so their P (and every gradient) is 0.
-    p = xp.exp(s - lse.astype(cdt)[..., None])
-    dv = xp.swapaxes(p, -1, -2) @ do_
-    dp = do_ @ xp.swapaxes(v_, -1, -2)
-    di = (do_ * o_).sum(axis=-1, keepdims=True)
+    p = xp.exp(s - lse[..., None])
+    dv = xp.swapaxes(p, -1, -2) @ do
+    dp = do @ xp.swapaxes(v, -1, -2)
+    di = (do * o).sum(axis=-1, keepdims=True)
     ds = p * (dp - di)
-    dq = (ds @ k_) * cdt(scale)
-    dk = (xp.swapaxes(ds, -1, -2) @ q_) * cdt(scale)
-    return dq.astype(q.dtype), dk.astype(q.dtype), dv.astype(q.dtype)
+    dq = (ds @ k) * q.dtype.type(scale)
+    dk = (xp.swapaxes(ds, -1, -2) @ q) * q.dtype.type(scale)
+    return dq, dk, dv
