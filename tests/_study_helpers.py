@@ -4,8 +4,6 @@ import numpy as np
 import tensorlite as tl
 from tensorlite.train import TrainConfig, train
 
-WORDS = ["the", "cat", "sat", "on", "mat", "dog", "ran", "to", "a", "red", "hat", "big"]
-
 
 def synthetic_text(seed, n_sentences=300):
     """Sentences of a tiny grammar (article adjective? noun verb preposition article noun):

@@ -74,3 +74,12 @@ def test_a_shorter_context_crops_the_position_embeddings(pretrained):
                           block_size=8, iters=1, eval_every=1, eval_iters=1))
     assert res["step"] == 1
     assert json.load(open(d / "short" / "config.json"))["model"]["block_size"] == 8
+
+
+def test_resume_a_fine_tuned_run(pretrained):
+    d = pretrained
+    kw = dict(data=str(d / "new.txt"), out=str(d / "resumed"), iters=2, eval_every=1, eval_iters=1)
+    assert run(tiny_config(init_from=str(d / "pre"), stop_after=1, **kw))["step"] == 1
+    with pytest.raises(UsageError, match="init_from: '.*pre' -> None"):
+        run(tiny_config(resume=True, **kw))
+    assert run(tiny_config(init_from=str(d / "pre"), resume=True, **kw))["step"] == 2

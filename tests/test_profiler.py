@@ -140,8 +140,8 @@ def test_overhead_benchmark_runs_and_restores_the_hooked_functions(capsys):
     apply_before, backward_before = tl.autograd.Function.__dict__["apply"], engine.run_backward
     threads = tl.get_num_threads()
     try:
-        bench.main(["--rounds", "2", "--steps", "1", "--op-rounds", "2", "--op-reps", "10", "--layers", "1", "--embd", "16",
-                    "--block", "8", "--batch", "2"])
+        bench.main(["--rounds", "2", "--steps", "1", "--op-rounds", "2", "--op-reps", "10",
+                    "--layers", "1", "--embd", "16", "--block", "8", "--batch", "2"])
     finally:
         tl.set_num_threads(threads)
     assert "ratio hooked/bare = " in capsys.readouterr().out
