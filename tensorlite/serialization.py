@@ -28,7 +28,9 @@ def save_file(tensors, path, metadata=None):
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
         a = tensors[name]
-        a = np.ascontiguousarray(np.asarray(a))
+        a = np.asarray(a)
+        if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+            a = a.copy(order="C")
         if a.dtype not in _TO_ST:
             raise TypeError(f"save_file: tensor {name!r} has unsupported dtype {a.dtype}")
         b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
