@@ -292,8 +292,9 @@ def test_cpp_fully_masked_rows(rng, dtype):
 
 
 def assert_float32_error_within_twice_the_references(q, k, v, mask, causal, scale, do):
-    """The FlashAttention paper's rule: the fused float32 kernel may be at most about as far
-    from the float64 result as the plain float32 computation of the reference is."""
+    """The FlashAttention paper's rule: the fused float32 kernel may be at most twice as far
+    from the float64 result as the plain float32 computation of the reference is (plus a
+    floor of ~8 float32 ulps of the largest value, where both errors are a few ulps)."""
     exact = reference_all(q, k, v, mask, causal, scale, do)
     ours = cpp_all(q, k, v, mask, causal, scale, do)
     o32, lse32 = attention_forward(q, k, v, mask, causal, scale)
@@ -303,7 +304,8 @@ def assert_float32_error_within_twice_the_references(q, k, v, mask, causal, scal
         np.testing.assert_array_equal(np.isfinite(a), fin, err_msg=name)
         err_ours = np.abs(a[fin] - x[fin]).max(initial=0.0)
         err_plain = np.abs(p[fin] - x[fin]).max(initial=0.0)
-        assert err_ours <= 2 * err_plain + 1e-7, (name, err_ours, err_plain)
+        floor = 1e-6 * max(float(np.abs(x[fin]).max(initial=0.0)), 1.0)
+        assert err_ours <= 2 * err_plain + floor, (name, err_ours, err_plain)
 
 
 @needs_cpp
