@@ -98,9 +98,10 @@ TL_INLINE VT vsplat(T x) {
 }
 
 // exp(x) for a vector: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a Taylor polynomial for
-// e^r (degree 7 for float: error < 1e-8 relative, below float's rounding; degree 13 for double:
-// < 1e-17) and 2^n assembled in the exponent bits. Inputs below the smallest normal's log give
-// exactly 0 (this is what turns the -inf of masked scores into P = 0); NaN stays NaN.
+// e^r (degree 7 for float, degree 13 for double: truncation below either type's rounding) and
+// 2^n assembled in the exponent bits. Measured over [-87, 0.5]: at most 1.0e-7 relative error
+// in float (< 2 ulp), 2.2e-16 in double. Inputs below -bias*ln2 give exactly 0 (this is what
+// turns the -inf of masked scores into P = 0); NaN stays NaN.
 template <typename T, int W>
 TL_INLINE typename Vec<T, W>::type vexp(const typename Vec<T, W>::type& x_in) {
     using VT = typename Vec<T, W>::type;
