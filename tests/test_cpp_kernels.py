@@ -397,6 +397,16 @@ def test_thread_count_does_not_change_results(rng, threads):
         np.testing.assert_array_equal(a, b)
 
 
+def test_thread_count_defaults_to_omp_num_threads():
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", "from tensorlite import _C; print(_C.get_num_threads())"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "1", out.stderr
+
+
 def test_set_num_threads_rejects_zero():
     with pytest.raises(ValueError, match="set_num_threads"):
         _C.set_num_threads(0)
