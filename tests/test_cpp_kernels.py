@@ -403,7 +403,8 @@ def test_thread_count_defaults_to_omp_num_threads():
     import sys
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", "from tensorlite import _C; print(_C.get_num_threads())"],
-                         capture_output=True, text=True, env=env, timeout=60)
+                         capture_output=True, text=True, env=env, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "1", out.stderr
 
 
