@@ -5,7 +5,8 @@ PyTorch's CPU ops as the baseline (when torch is importable), all fp32.
     python benchmarks/kernels.py --threads 1 --ops softmax,gelu
     python benchmarks/kernels.py --quick         # tiny shapes, 1 rep (a smoke test)
 
-Each case is timed forward only ("fwd") and forward + backward ("fwd+bwd"). The
+Each case is timed forward only ("fwd") and forward + backward ("fwd+bwd"); adamw
+times one optimizer step ("step") over the weights of a small GPT block stack. The
 providers take turns inside every repetition (A/B interleaving), so a slow drift
 of the machine (other jobs, clocks) hits them alike; the median is reported.
 GB/s is the cpp time against the minimum memory traffic of the pass (every input
@@ -158,6 +159,40 @@ def attention_case(shape, rng):
     return ours, theirs, {"fwd": 4 * n * F32, "fwd+bwd": 12 * n * F32}
 
 
+def adamw_case(shape, rng):
+    """One optimizer step over the weights of a GPT block stack: shape = (layers, width)."""
+    layers, d = shape
+    per_layer = [(3 * d, d), (3 * d,), (d, d), (d,), (4 * d, d), (4 * d,), (d, 4 * d), (d,),
+                 (d,), (d,), (d,), (d,)]
+    shapes = per_layer * layers
+    grads = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    n = sum(g.size for g in grads)
+    hp = dict(lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1)
+
+    def ours(p):
+        # each provider updates its own copies: the values drift apart, the work does not
+        params = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+        ms = [np.zeros(s, np.float32) for s in shapes]
+        vs = [np.zeros(s, np.float32) for s in shapes]
+        step = [0]
+
+        def one():
+            step[0] += 1
+            p.adamw_step(params, grads, ms, vs, step=step[0], **hp)
+        return (one,)
+
+    def theirs():
+        params = [torch.from_numpy(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+        for t, g in zip(params, grads):
+            t.grad = torch.from_numpy(g)
+        opt = torch.optim.AdamW(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]),
+                                eps=hp["eps"], weight_decay=hp["weight_decay"], fused=True)
+        return (opt.step,)
+
+    # read p, g, m, v and write p, m, v
+    return ours, theirs, {"step": 7 * n * F32}
+
+
 FULL = [
     ("softmax", (4096, 1024), softmax_case),
     ("layer_norm", (8192, 768), layer_norm_case),
@@ -167,6 +202,7 @@ FULL = [
     ("gelu_tanh", (8192, 3072), lambda s, r: gelu_case(s, r, "tanh")),
     ("attention", (8, 6, 256, 64), attention_case),
     ("attention", (4, 8, 1024, 64), attention_case),
+    ("adamw", (4, 384), adamw_case),
 ]
 QUICK = [
     ("softmax", (8, 33), softmax_case),
@@ -175,6 +211,7 @@ QUICK = [
     ("gelu", (8, 64), lambda s, r: gelu_case(s, r, "none")),
     ("gelu_tanh", (8, 64), lambda s, r: gelu_case(s, r, "tanh")),
     ("attention", (1, 2, 16, 8), attention_case),
+    ("adamw", (1, 16), adamw_case),
 ]
 
 
@@ -228,7 +265,7 @@ def run(cases, threads, reps, slow_s, ops):
         fns = {name: ours(p) for name, p in provs.items()}
         if torch is not None:
             fns["torch"] = theirs()
-        for i, pas in enumerate(("fwd", "fwd+bwd")):
+        for i, pas in enumerate(nbytes):
             ms = time_interleaved({name: f[i] for name, f in fns.items()}, reps, slow_s)
             row = {"op": op, "shape": list(shape), "pass": pas, "ms": ms,
                    "min_bytes": nbytes[pas]}

@@ -89,13 +89,15 @@ inline void rows_cols(const char* op, const py::array& x, int64_t& rows, int64_t
 }
 
 // Calls body(begin, end) on contiguous slices of [0, n), one per thread, but only when
-// the whole job (n * work_per_item elements) is big enough to pay for waking threads.
+// the whole job (n * work_per_item elements) is big enough to pay for waking threads:
+// 2^17 float elements are ~50-100 us of work on one core, against a fork/join of a few
+// us on an idle machine (and far more when the cores are shared with other jobs).
 // Each item is computed by the same code whatever the split, so results do not depend
 // on the thread count.
 template <class F>
 void parallel_for(int64_t n, int64_t work_per_item, F&& body) {
 #ifdef _OPENMP
-    const int64_t kMinWork = 1 << 15;
+    const int64_t kMinWork = 1 << 17;
     const int threads = omp_get_max_threads();
     if (threads > 1 && n > 1 && n * work_per_item >= kMinWork) {
 #pragma omp parallel num_threads(threads)

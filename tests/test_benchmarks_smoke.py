@@ -16,8 +16,8 @@ def test_kernels_benchmark_quick(tmp_path):
     data = json.loads((tmp_path / "kernels_quick.json").read_text())
     rows = data["results"]
     ops = {row["op"] for row in rows}
-    assert {"softmax", "layer_norm", "cross_entropy", "gelu"} <= ops
+    assert {"softmax", "layer_norm", "cross_entropy", "gelu", "adamw"} <= ops
     for row in rows:
-        assert row["pass"] in ("fwd", "fwd+bwd")
+        assert row["pass"] in (("step",) if row["op"] == "adamw" else ("fwd", "fwd+bwd"))
         assert row["ms"]["numpy"] > 0
     assert data["environment"]["threads"] == 1

@@ -375,9 +375,10 @@ def test_adamw_errors():
 # ---------------------------------------------------------------- threads
 
 def test_thread_count_does_not_change_results(rng, threads):
-    x = rng.standard_normal((257, 300)).astype(np.float32)
+    # big enough (> 2^17 elements) for the kernels to actually use both threads
+    x = rng.standard_normal((613, 300)).astype(np.float32)
     w = rng.standard_normal(300).astype(np.float32)
-    t = rng.integers(0, 300, 257)
+    t = rng.integers(0, 300, 613)
 
     def run_all():
         y, mean, rstd = C.layer_norm_forward(x, w, w, 1e-5)
