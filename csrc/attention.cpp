@@ -326,11 +326,12 @@ void copy_tile_transposed(const View4<T>& src, long b, long h, long i0, long row
 // The rows of `a` as a B operand: used in place when each row is Dp contiguous elements,
 // otherwise copied into a zero-padded (B, H, T, Dp) buffer.
 template <typename T>
-Rows<T> rows_operand(const Problem<T>& pb, const View4<T>& a, long T_, std::vector<Buffer>& owner) {
+Rows<T> rows_operand(const Problem<T>& pb, const View4<T>& a, long T_, std::vector<Buffer>& owner,
+                     int nth) {
     if (pb.D == pb.Dp && a.s[3] == 1) return Rows<T>{a.p, a.s[0], a.s[1], a.s[2]};
     T* buf = alloc_zeroed<T>(owner, pb.B * pb.H * T_ * pb.Dp);
     const long BH = pb.B * pb.H;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nth)
     for (long bh = 0; bh < BH; ++bh)
         copy_rows(a, bh / pb.H, bh % pb.H, 0, T_, T_, pb.D, buf + bh * T_ * pb.Dp, pb.Dp);
     return Rows<T>{buf, pb.H * T_ * pb.Dp, T_ * pb.Dp, pb.Dp};
@@ -605,6 +606,16 @@ int num_procs() {
 #endif
 }
 
+// Threads for a problem of `work` multiply-adds. Waking a team costs a few microseconds on
+// an idle machine and whole scheduler time slices (milliseconds) when the cores are shared,
+// so small problems (decoding one token, the tiny models of the tests) stay on one thread.
+// The result does not depend on this choice (see the dq grouping below).
+template <typename T>
+int threads_for(const Problem<T>& pb) {
+    const double work = double(pb.B) * pb.H * pb.Tq * pb.Tk * pb.D;
+    return work < double(1 << 20) ? 1 : max_threads();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The two passes over a whole problem (GIL released by the caller).
 
@@ -613,8 +624,8 @@ void run_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, con
                  T* o, T* lse) {
     const long BH = pb.B * pb.H, D = pb.D, Dp = pb.Dp;
     std::vector<Buffer> owner;
-    const Rows<T> vrows = rows_operand(pb, v, pb.Tk, owner);
-    const int nth = max_threads();
+    const int nth = threads_for(pb);
+    const Rows<T> vrows = rows_operand(pb, v, pb.Tk, owner, nth);
     const long per = round_up(D * BQ + BK * BQ + BQ * Dp + BK * D + 3 * BQ, 16);
     T* scratch = alloc_zeroed<T>(owner, nth * per);
     const FwdFn<T> fn = pick_fwd<T>();
@@ -645,9 +656,10 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     std::vector<Buffer> owner;
     BwdData<T> bd;
     bd.k = k, bd.v = v;
-    bd.qrows = rows_operand(pb, q, pb.Tq, owner);
-    bd.dorows = rows_operand(pb, dout, pb.Tq, owner);
-    bd.krows = rows_operand(pb, k, pb.Tk, owner);
+    const int nth = threads_for(pb);
+    bd.qrows = rows_operand(pb, q, pb.Tq, owner, nth);
+    bd.dorows = rows_operand(pb, dout, pb.Tq, owner, nth);
+    bd.krows = rows_operand(pb, k, pb.Tk, owner, nth);
     // Enough (head, group) tasks to keep the machine busy; depends on shapes and core count
     // only, so the summation order of dq, and hence the result, is the same for any thread count.
     const long want = 4L * num_procs();
@@ -658,12 +670,11 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     T* Di = alloc_zeroed<T>(owner, BH * pb.Tqp);
     bd.QT = QT, bd.dOT = dOT, bd.lse = L, bd.Di = Di;
     bd.dQ = alloc_zeroed<T>(owner, bd.G * BH * pb.Tqp * Dp);
-    const int nth = max_threads();
     const long per = round_up(2 * BK * BQ + 2 * BK * Dp + 2 * BK * D, 16);
     T* scratch = alloc_zeroed<T>(owner, nth * per);
     const BwdFn<T> fn = pick_bwd<T>();
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nth)
     for (long t = 0; t < BH * pb.nqt; ++t) {
         const long bh = t / pb.nqt, qt = t % pb.nqt, b = bh / pb.H, h = bh % pb.H;
         const long i0 = qt * BQ, rows = std::min(BQ, pb.Tq - i0);
@@ -698,7 +709,7 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     }
 
     // dq = scale * sum over groups, always in group order.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nth)
     for (long bh = 0; bh < BH; ++bh) {
         for (long i = 0; i < pb.Tq; ++i) {
             T* out = dq + (bh * pb.Tq + i) * D;
