@@ -1,5 +1,6 @@
 // Helpers shared by the fused CPU kernels: dtype dispatch and argument checks at the
-// Python boundary, a row-parallel loop, per-CPU code selection, and a fast float exp.
+// Python boundary, a row-parallel loop, per-CPU code selection, row loops without scalar
+// remainders, and a vectorisable float exp.
 #pragma once
 #include "common.h"
 
