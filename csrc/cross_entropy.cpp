@@ -4,8 +4,6 @@
 // so threads split the rows and results do not depend on the thread count.
 #include "kernel_util.h"
 
-#include <limits>
-
 namespace {
 
 // loss = (1-e)*(lse - x[t]) + e*(lse - mean(x)); 0 for ignored rows. lse for every row.

@@ -4,6 +4,7 @@
 #pragma once
 #include "common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

@@ -3,8 +3,6 @@
 // is computed by the same code whatever the thread count (bitwise reproducible).
 #include "kernel_util.h"
 
-#include <limits>
-
 namespace {
 
 // y = exp(x - max) / sum, or (log) y = x - max - log(sum).
