@@ -19,8 +19,10 @@
 
 // Hot loops are compiled three times (AVX-512, AVX2+FMA, baseline x86-64) and the
 // loader picks the best one for the running CPU, so the extension stays portable
-// without -march=native. Elsewhere they are compiled once.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// without -march=native. Elsewhere they are compiled once, as they are with
+// -DTL_NO_CLONES (used to test the baseline code path on an AVX-512 machine).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(TL_NO_CLONES)
 #define TL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define TL_CLONES
