@@ -1,6 +1,8 @@
 """Gradient utilities."""
 import math
 
+import numpy as np
+
 from ..autograd.grad_mode import no_grad
 from ..backend.device import xp_of
 from ..tensor import Tensor
@@ -18,7 +20,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     if norm_type == float("inf"):
         total = max(float(xp_of(g._data).abs(g._data).max()) for g in grads)
     else:
-        total = sum(float((g._data.astype("float64") ** 2).sum()) if norm_type == 2 else
+        total = sum(_sum_of_squares(g._data) if norm_type == 2 else
                     float((xp_of(g._data).abs(g._data.astype("float64")) ** norm_type).sum())
                     for g in grads)
         total = math.sqrt(total) if norm_type == 2 else total ** (1.0 / norm_type)
@@ -26,5 +28,25 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     if coef < 1:
         with no_grad():
             for g in grads:
-                g._data = (g._data * g._data.dtype.type(coef))
+                a = g._data
+                if a.flags.writeable:
+                    a *= a.dtype.type(coef)  # in place, as PyTorch's clip does (mul_)
+                else:  # e.g. a read-only broadcast view someone assigned as .grad
+                    g._data = a * a.dtype.type(coef)
     return total
+
+
+_CHUNK = 1 << 16
+
+
+def _sum_of_squares(a):
+    """sum(a ** 2) as a Python float. On the CPU: dot products of 64K-element chunks in the
+    array's own precision, added up in float64 -- as accurate as a float64 cast of the
+    whole array for any practical size, without the cast's copies."""
+    if xp_of(a) is not np or a.dtype.kind != "f":
+        return float((a.astype("float64") ** 2).sum())
+    flat = a.reshape(-1)
+    if flat.dtype.itemsize < 4:
+        flat = flat.astype(np.float32)  # float16 squares overflow past 256
+    return sum(float(np.dot(flat[i:i + _CHUNK], flat[i:i + _CHUNK]))
+               for i in range(0, flat.size, _CHUNK))

@@ -1,5 +1,7 @@
 """Matrix multiplication with NumPy's rules: 1-D operands are promoted to a row/column
 and the result squeezed; batch dims broadcast, and their gradients are summed back."""
+import math
+
 from ..autograd.function import Function
 from ._util import unbroadcast
 
@@ -8,12 +10,19 @@ class Matmul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
+        if a.ndim > 2 and b.ndim == 2:
+            # (..., K) @ (K, N), as every Linear does: one GEMM over all the leading dims
+            # (NumPy's matmul would run one small GEMM per leading index)
+            lead = a.shape[:-1]
+            return (a.reshape(math.prod(lead), a.shape[-1]) @ b).reshape(lead + (b.shape[1],))
         return a @ b
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
         na, nb = ctx.needs_input_grad
+        if a.ndim >= 2 and b.ndim == 2:
+            return _backward_2d(a, b, g, na, nb)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         # restore the dims the forward squeezed away so g lines up with a2 @ b2
@@ -28,3 +37,23 @@ class Matmul(Function):
         if nb:
             gb = unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape)
         return ga, gb
+
+
+def _backward_2d(a, b, g, na, nb):
+    """(..., K) @ (K, N): both gradients as 2-D GEMMs over the flattened leading dims, so
+    b's gradient needs no per-batch products summed afterwards."""
+    K, N = b.shape
+    M = math.prod(a.shape[:-1])
+    g2 = g.reshape(M, N)
+    ga = gb = None
+    if na:
+        ga = (g2 @ b.T).reshape(a.shape)
+    if nb:
+        a2 = a.reshape(M, K)
+        if b.flags.f_contiguous and not b.flags.c_contiguous:
+            # b is a transposed weight (x @ W.T in Linear): compute W's gradient in W's own
+            # layout, so it arrives C-contiguous once the transpose's backward flips it back
+            gb = (g2.T @ a2).T
+        else:
+            gb = a2.T @ g2
+    return ga, gb
