@@ -47,9 +47,12 @@ class Tensor:
         self._version = version if version is not None else VersionCounter()
         self._acc = None
         self._retain = False
-        self.requires_grad = requires_grad
+        self._requires_grad = False
+        if requires_grad:
+            self.requires_grad = True  # the setter checks the dtype
         self._name = None
-        dt.as_dtype(data.dtype)  # raises on unsupported dtypes
+        if data.dtype not in dt._BY_NP:
+            dt.as_dtype(data.dtype)  # raises on unsupported dtypes
 
     @classmethod
     def _make(cls, data, device, requires_grad=False, version=None):
@@ -101,7 +104,8 @@ class Tensor:
 
     @property
     def dtype(self):
-        return dt.as_dtype(self._data.dtype)
+        d = dt._BY_NP.get(self._data.dtype)  # every op asks: skip as_dtype's general path
+        return d if d is not None else dt.as_dtype(self._data.dtype)
 
     @property
     def device(self):
@@ -126,7 +130,8 @@ class Tensor:
 
     @property
     def T(self):
-        return self.permute(*reversed(range(self.ndim)))
+        # every Linear takes weight.T: skip permute's argument checks for this fixed permutation
+        return self._view_result(S.Permute.apply(self, dims=tuple(reversed(range(self.ndim)))))
 
     @property
     def mT(self):
@@ -321,6 +326,13 @@ class Tensor:
 
     # ---- arithmetic -------------------------------------------------------------
     def _binary(self, other, fn, name, reverse=False, floating=False):
+        if isinstance(other, Tensor) and other._device == self._device:
+            d = self.dtype
+            if other.dtype is d and (d.is_floating_point or not floating):
+                # the common case: two tensors of one dtype on one device, nothing to promote
+                if other._data.shape != self._data.shape:
+                    broadcast_shape(self.shape, other.shape, name)
+                return fn.apply(other, self) if reverse else fn.apply(self, other)
         if not isinstance(other, (Tensor, numbers.Number)):
             return NotImplemented  # Python then raises its usual "unsupported operand" TypeError
         res = dt.result_type(_kind(self), _kind(other))
@@ -730,7 +742,8 @@ class Tensor:
         p = list(range(self.ndim))
         a, b = norm_dim(dim0, self.ndim, "transpose"), norm_dim(dim1, self.ndim, "transpose")
         p[a], p[b] = p[b], p[a]
-        return self.permute(*p)
+        # p is a permutation by construction: skip permute's argument checks
+        return self._view_result(S.Permute.apply(self, dims=tuple(p)))
 
     def t(self):
         if self.ndim > 2:

@@ -106,7 +106,7 @@ class Function:
                         f"{cls.__name__.lower()}: expected all tensors on one device, got "
                         f"{device} and {a._device}; move one with .to('{device}')")
                 raw.append(a._data)
-                needs.append(a.requires_grad)
+                needs.append(a._requires_grad)
             else:
                 raw.append(a)
                 needs.append(False)
@@ -144,7 +144,7 @@ class Function:
                             break
                 node.saved_versions = versions
             result.grad_fn = node
-            result.requires_grad = True
+            result._requires_grad = True  # a floating result (checked above): no setter needed
         return result
 
 
