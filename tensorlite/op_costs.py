@@ -20,7 +20,7 @@ _REDUCTION = {"Sum": 1, "Mean": 1, "Amax": 1, "Prod": 1, "Cumsum": 1, "Var": 3,
 _FUSED = {"LayerNorm": 8, "Softmax": 5, "LogSoftmax": 5, "Gelu": 8, "CrossEntropy": 4}
 # backward FLOPs as a multiple of the forward's: a matmul's backward is two matmuls,
 # attention's recomputes the scores and does four matmuls (FlashAttention-2's 2.5x)
-_BACKWARD_FACTOR = {"Matmul": 2.0, "ScaledDotProductAttention": 2.5}
+_BACKWARD_FACTOR = {"Matmul": 2.0, "ScaledDotProductAttention": 2.5, "PackedSelfAttention": 2.5}
 
 
 def _numel(a):
@@ -43,6 +43,10 @@ def forward_flops(name, inputs, out, kwargs):
         flops = 4 * B * H * Tq * Tk * D  # q k^T and p v
         # a causal kernel skips the tiles above the diagonal: about half of a square score matrix
         return flops // 2 if kwargs.get("is_causal") and Tq == Tk else flops
+    if name == "PackedSelfAttention":  # qkv (B, T, 3C): the same products, heads merged
+        B, T, C3 = inputs[0].shape
+        flops = 4 * B * T * T * (C3 // 3)
+        return flops // 2 if kwargs.get("is_causal") else flops
     if name in _ELEMENTWISE:
         return _ELEMENTWISE[name] * _numel(out)
     if name in _REDUCTION:

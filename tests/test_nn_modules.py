@@ -483,6 +483,30 @@ def test_attention_gradients_vs_finite_differences(rng):
     assert gradcheck(lambda x, *ps: m(x, mask), [x] + params, max_entries=6)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_packed_attention_path_matches_the_unfused_one(rng, causal):
+    # without a mask, cache or dropout, attention runs as one fused op on the packed q/k/v
+    # projection (PackedSelfAttention); record_attention takes the split/reshape path
+    m = nn.MultiHeadAttention(8, 2, causal=causal).double()
+    x = rng.standard_normal((2, 5, 8))
+    g = rng.standard_normal((2, 5, 8))
+    out = {}
+    for record in (False, True):
+        m.record_attention = record
+        xt = t64(x, requires_grad=True)
+        m.zero_grad()
+        y = m(xt)
+        (y * t64(g)).sum().backward()
+        out[record] = (np_(y), np_(xt.grad), np_(m.c_attn.weight.grad), np_(m.c_proj.bias.grad))
+    for fused, unfused in zip(out[False], out[True]):
+        np.testing.assert_allclose(fused, unfused, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out[False][0], np_attention(x, *_attn_params(m), 2, causal=causal),
+                               rtol=1e-10, atol=1e-12)
+    m.record_attention = False
+    xt = t64(rng.standard_normal((2, 4, 8)), requires_grad=True)
+    assert gradcheck(lambda x, *ps: m(x), [xt] + list(m.parameters()), max_entries=6)
+
+
 def test_record_attention_probabilities(rng):
     m = nn.CausalSelfAttention(8, 2).double()
     m.record_attention = True

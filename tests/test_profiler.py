@@ -42,7 +42,8 @@ def test_every_forward_and_backward_op_is_recorded(step_profile):
     assert r[("Matmul", "forward")].calls == n_linear
     assert r[("Matmul", "backward")].calls == n_linear
     assert r[("LayerNorm", "forward")].calls == 2 * CFG.n_layer + 1
-    assert r[("ScaledDotProductAttention", "backward")].calls == CFG.n_layer
+    # the blocks' self-attention: one fused op from the packed q/k/v projection
+    assert r[("PackedSelfAttention", "backward")].calls == CFG.n_layer
     assert r[("CrossEntropy", "forward")].calls == 1
     fused = provider_name("cpu")
     assert r[("LayerNorm", "forward")].provider == fused

@@ -3,7 +3,10 @@
 The same module serves the decoder (causal=True) and the encoder (causal=False, with a
 padding mask); for incremental decoding it appends to a per-layer KV cache.
 """
+import math
+
 from .. import factories
+from ..ops import fused as FO
 from . import functional as F
 from .layers import Dropout, Linear
 from .module import Module
@@ -54,6 +57,13 @@ class MultiHeadAttention(Module):
         padding. cache: a KVCache layer slot to read from and append to."""
         B, T, C = x.shape
         H = self.n_head
+        if cache is None and attention_mask is None and not self.record_attention and \
+                not (self.dropout and self.training):
+            # the training path: one fused op from the packed q/k/v projection to the
+            # merged heads (no split / reshape / transpose nodes, no zero-padded gradients)
+            y = FO.PackedSelfAttention.apply(self.c_attn(x), n_head=H, is_causal=self.causal,
+                                             scale=1.0 / math.sqrt(C // H))
+            return self.resid_dropout(self.c_proj(y))
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.reshape(B, T, H, C // H).transpose(1, 2)
         k = k.reshape(B, T, H, C // H).transpose(1, 2)

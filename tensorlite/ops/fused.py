@@ -98,3 +98,42 @@ class CrossEntropy(Function):
         logits, targets = ctx.saved
         return (ctx.mod.cross_entropy_backward(logits, targets, ctx.lse, g, ctx.ignore_index,
                                                ctx.label_smoothing), None)
+
+
+class PackedSelfAttention(Function):
+    """Self-attention from the packed projection qkv (B, T, 3C) -- q, k and v side by side,
+    as one c_attn matmul makes them -- to y (B, T, C), heads already merged back.
+
+    The same kernels as ScaledDotProductAttention, called on strided (B, H, T, D) views of
+    qkv (the providers read any strides), so the split into q/k/v, the head reshapes and
+    transposes cost no graph nodes and no copies; the backward writes dq, dk and dv
+    straight into one packed gradient instead of three zero-padded ones that are summed."""
+
+    @staticmethod
+    def _heads(a, n_head):
+        B, T, C3 = a.shape
+        h = a.reshape(B, T, 3, n_head, C3 // (3 * n_head))
+        return tuple(h[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+    @staticmethod
+    def forward(ctx, qkv, n_head=1, is_causal=True, scale=1.0):
+        q, k, v = PackedSelfAttention._heads(qkv, n_head)
+        o, lse = _provider(ctx).attention_forward(q, k, v, None, is_causal, scale)
+        ctx.save_for_backward(qkv)
+        ctx.o, ctx.lse, ctx.n_head, ctx.is_causal, ctx.scale = o, lse, n_head, is_causal, scale
+        B, H, T, D = o.shape
+        return o.transpose(0, 2, 1, 3).reshape(B, T, H * D)
+
+    @staticmethod
+    def backward(ctx, g):
+        qkv, = ctx.saved
+        q, k, v = PackedSelfAttention._heads(qkv, ctx.n_head)
+        B, H, T, D = ctx.o.shape
+        do = g.reshape(B, T, H, D).transpose(0, 2, 1, 3)
+        grads = ctx.mod.attention_backward(q, k, v, ctx.o, ctx.lse, do, None, ctx.is_causal,
+                                           ctx.scale)
+        from ..backend.device import xp_of
+        dqkv = xp_of(g).empty((B, T, 3, H, D), dtype=qkv.dtype)
+        for i, d in enumerate(grads):
+            dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
+        return (dqkv.reshape(qkv.shape),)
