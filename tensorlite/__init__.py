@@ -11,6 +11,10 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
+# Idle OpenMP workers of the C++ kernels would otherwise spin between kernels, stealing the
+# core that the Python thread and BLAS need next (read when libgomp loads, i.e. with _C).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def _map_kernels_from_source_tree():
     # An installed tensorlite maps kernels/ to tensorlite.kernels (setup.py's package_dir).

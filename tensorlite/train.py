@@ -94,6 +94,10 @@ class TrainConfig:
             if getattr(c, k) is None:
                 setattr(c, k, v)
         c.iters = c.iters if c.iters is not None else (1000 if is_task else 2000)
+        if c.threads is None and preset == "tiny":
+            # a tiny model's matmuls and kernels take tens of microseconds: a second thread
+            # costs more to wake than it saves (and much more on a shared machine)
+            c.threads = 1
         c.batch_size = c.batch_size or (64 if is_task else 12)
         c.lr = c.lr or (3e-3 if is_task else 1e-3)
         if c.iters < 0 or c.batch_size < 1 or c.lr <= 0:

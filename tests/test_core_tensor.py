@@ -429,3 +429,19 @@ def test_other_bad_input():
         tl.stack([tl.ones(2), tl.ones(3)])
     with pytest.raises(TypeError, match="unknown dtype|not supported"):
         tl.ones(2, dtype="complex64")
+
+
+def test_set_num_threads_reaches_openblas_and_the_kernels():
+    import tensorlite as tl
+    from tensorlite import _threads
+    before = tl.get_num_threads()
+    try:
+        tl.set_num_threads(1)
+        assert tl.get_num_threads() == 1
+        # NumPy wheels bundle OpenBLAS: its thread setter must have been found
+        if "openblas" in str(np.show_config(mode="dicts")).lower():
+            assert _threads._blas_setters(), "OpenBLAS is loaded but its thread setter was not found"
+        with pytest.raises(ValueError, match="n must be >= 1"):
+            tl.set_num_threads(0)
+    finally:
+        tl.set_num_threads(before)
