@@ -43,6 +43,9 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the environment as the user gave it: importing tensorlite sets OMP_WAIT_POLICY (a
+# setdefault) in this process, and the PyTorch worker must not inherit that
+ENV_AT_START = dict(os.environ)
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -285,7 +288,7 @@ class Worker:
                "--threads", str(args.threads), "--seed", str(args.seed)]
         if args.quick:
             cmd.append("--quick")
-        env = dict(os.environ)
+        env = dict(ENV_AT_START)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         env.update(extra_env)
         self.name, self.env = name, extra_env
@@ -342,7 +345,7 @@ def _load():
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def environment(threads):
+def environment(threads, worker_env):
     try:
         import torch
         torch_version = torch.__version__
@@ -361,42 +364,62 @@ def environment(threads):
         "numpy": np.__version__,
         "torch": torch_version,
         "tensorlite_kernels": kernels,
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        # as the workers got them (tensorlite's import sets OMP_WAIT_POLICY=PASSIVE unless set)
+        "OPENBLAS_CORETYPE": ENV_AT_START.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_NUM_THREADS": ENV_AT_START.get("OPENBLAS_NUM_THREADS"),
+        "OMP_NUM_THREADS": ENV_AT_START.get("OMP_NUM_THREADS"),
+        "OMP_WAIT_POLICY": ENV_AT_START.get("OMP_WAIT_POLICY"),
+        "tensorlite_worker_env": worker_env,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "note": "shared machine: other jobs ran alongside; see each run's load averages",
     }
 
 
 def plot(results, path, title):
+    """Both loss curves (left) and, when both ran, tensorlite minus PyTorch per step (right):
+    with the same batches and weights the curves coincide, so the difference shows more."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = {"tensorlite": "tab:blue", "pytorch": "tab:orange"}
+    both = len(results) > 1
+    fig, axes = plt.subplots(1, 2 if both else 1, figsize=(12 if both else 8, 4.5), squeeze=False)
+    ax = axes[0][0]
+    style = {"tensorlite": dict(color="tab:blue", lw=2.6, ls="-"),
+             "pytorch": dict(color="tab:orange", lw=1.2, ls="--")}
     for name, r in results.items():
+        st = style.get(name, {})
         curve = np.asarray(r["train_loss"])
         steps = np.arange(1, len(curve) + 1)
         w = max(1, len(curve) // 40)
-        ax.plot(steps, curve, lw=0.5, alpha=0.25, color=colors.get(name))
-        if w > 1:
-            ax.plot(steps[w - 1:], np.convolve(curve, np.ones(w) / w, mode="valid"), lw=1.4,
-                    color=colors.get(name), label=f"{name} train ({w}-step mean)")
-        else:
-            ax.plot(steps, curve, lw=1.4, color=colors.get(name), label=f"{name} train")
+        ax.plot(steps, curve, lw=0.5, alpha=0.2, color=st.get("color"))
+        sm = np.convolve(curve, np.ones(w) / w, mode="valid") if w > 1 else curve
+        ax.plot(steps[w - 1:], sm, label=f"{name} train" + (f" ({w}-step mean)" if w > 1 else ""), **st)
         vs, vl = zip(*r["val_loss"])
-        ax.plot(vs, vl, "o--", ms=4, color=colors.get(name),
-                label=f"{name} val (final {vl[-1]:.4f}, {r['tokens_per_s']:,.0f} tokens/s)")
+        ax.plot(vs, vl, marker="o", ms=4, color=st.get("color"), ls=":",
+                label=f"{name} val (final {vl[-1]:.4f}; {r['tokens_per_s']:,.0f} tokens/s)")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if both:
+        ax = axes[0][1]
+        a, b = (np.asarray(results[k]["train_loss"]) for k in ("tensorlite", "pytorch"))
+        n = min(len(a), len(b))
+        ax.plot(np.arange(1, n + 1), a[:n] - b[:n], lw=0.8, color="tab:purple", label="train loss")
+        va = dict(results["tensorlite"]["val_loss"])
+        vb = dict(results["pytorch"]["val_loss"])
+        common = sorted(set(va) & set(vb))
+        ax.plot(common, [va[s] - vb[s] for s in common], "o", ms=4, color="tab:green", label="val loss")
+        ax.axhline(0, color="gray", lw=0.6)
+        ax.set_xlabel("step")
+        ax.set_ylabel("tensorlite - pytorch")
+        ax.set_title("difference per step (same batches, same initial weights)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -466,8 +489,8 @@ def main(argv=None):
             frameworks.append("pytorch")
         except ImportError:
             log("note: torch is not importable; tensorlite only")
-    env = environment(args.threads)
     tl_env = _env_pairs(args.tensorlite_env)
+    env = environment(args.threads, tl_env)
     log(f"tiny Shakespeare: {len(train_ids):,} train / {len(val_ids):,} val chars, vocab {vocab}; "
         f"{n_params:,} parameters; {args.iters} iters, batch {c['batch_size']} x block "
         f"{c['block_size']}; {args.threads} threads")
