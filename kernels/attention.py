@@ -37,11 +37,11 @@ from . import _launch as L
 
 
 @triton.jit
-def _fwd_step(acc, m_i, l_i, q, K_base, V_base, Mask_base, start_n, offs_m, offs_d,
-              stride_kt, stride_vt, smq, smk, Tq, Tk, HEAD_D: tl.constexpr, QK_SCALE: tl.constexpr,
-              HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, CHECK: tl.constexpr,
-              BLOCK_N: tl.constexpr, ACC: tl.constexpr, DOT_PREC: tl.constexpr):
-    cols = start_n + tl.arange(0, BLOCK_N)
+def _scores(q, K_base, Mask_base, cols, offs_m, offs_d, stride_kt, smq, smk, Tq, Tk,
+            HEAD_D: tl.constexpr, QK_SCALE: tl.constexpr, HAS_MASK: tl.constexpr,
+            ACC: tl.constexpr, DOT_PREC: tl.constexpr):
+    """The scaled, masked score tile q @ K^T (in log2 units) and the K^T tile it used;
+    shared by the forward and the dQ kernel."""
     dmask = offs_d < HEAD_D
     # K^T tile [BLOCK_D, BLOCK_N], loaded transposed so the score tile is q @ kT.
     kT = tl.load(K_base + cols[None, :] * stride_kt + offs_d[:, None],
@@ -51,6 +51,18 @@ def _fwd_step(acc, m_i, l_i, q, K_base, V_base, Mask_base, start_n, offs_m, offs
         am = tl.load(Mask_base + offs_m[:, None] * smq + cols[None, :] * smk,
                      mask=(offs_m < Tq)[:, None] & (cols < Tk)[None, :], other=0.0)
         s += am.to(ACC) * 1.4426950408889634
+    return s, kT
+
+
+@triton.jit
+def _fwd_step(acc, m_i, l_i, q, K_base, V_base, Mask_base, start_n, offs_m, offs_d,
+              stride_kt, stride_vt, smq, smk, Tq, Tk, HEAD_D: tl.constexpr, QK_SCALE: tl.constexpr,
+              HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, CHECK: tl.constexpr,
+              BLOCK_N: tl.constexpr, ACC: tl.constexpr, DOT_PREC: tl.constexpr):
+    cols = start_n + tl.arange(0, BLOCK_N)
+    dmask = offs_d < HEAD_D
+    s, kT = _scores(q, K_base, Mask_base, cols, offs_m, offs_d, stride_kt, smq, smk, Tq, Tk,
+                    HEAD_D, QK_SCALE, HAS_MASK, ACC, DOT_PREC)
     if CHECK:
         valid = (cols < Tk)[None, :]
         if CAUSAL:
@@ -221,15 +233,10 @@ def _dq_step(dq, q, do, lse2, delta, K_base, V_base, Mask_base, start_n, offs_m,
              BLOCK_N: tl.constexpr, ACC: tl.constexpr, DOT_PREC: tl.constexpr):
     cols = start_n + tl.arange(0, BLOCK_N)
     dmask = offs_d < HEAD_D
-    kT = tl.load(K_base + cols[None, :] * skt + offs_d[:, None],
-                 mask=dmask[:, None] & (cols < Tk)[None, :], other=0.0)
     vT = tl.load(V_base + cols[None, :] * svt + offs_d[:, None],
                  mask=dmask[:, None] & (cols < Tk)[None, :], other=0.0)
-    s = tl.dot(q, kT, input_precision=DOT_PREC).to(ACC) * QK_SCALE
-    if HAS_MASK:
-        am = tl.load(Mask_base + offs_m[:, None] * smq + cols[None, :] * smk,
-                     mask=(offs_m < Tq)[:, None] & (cols < Tk)[None, :], other=0.0)
-        s += am.to(ACC) * 1.4426950408889634
+    s, kT = _scores(q, K_base, Mask_base, cols, offs_m, offs_d, skt, smq, smk, Tq, Tk,
+                    HEAD_D, QK_SCALE, HAS_MASK, ACC, DOT_PREC)
     p = tl.exp2(s - lse2[:, None])
     if CHECK:
         valid = (cols < Tk)[None, :]

@@ -737,7 +737,7 @@ class Tensor:
         return self._view_result(S.Permute.apply(self, dims=d))
 
     def transpose(self, dim0, dim1):
-        if self.ndim < 2 and self.ndim == 0:
+        if self.ndim == 0:
             return self
         p = list(range(self.ndim))
         a, b = norm_dim(dim0, self.ndim, "transpose"), norm_dim(dim1, self.ndim, "transpose")

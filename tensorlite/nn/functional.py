@@ -3,12 +3,12 @@
 softmax, log_softmax, layer_norm, gelu, cross_entropy and scaled_dot_product_attention
 are fused ops: one kernel each, from the provider in use (docs/KERNELS.md)."""
 import math
-import warnings
 
 import numpy as np
 
 from .. import _dtype as dt
 from ..backend.device import xp_of
+from ..backend.providers import _warn_once
 from ..ops import fused as F
 from ..ops import indexing as I
 from ..ops import shape as S
@@ -239,15 +239,6 @@ def attention_probs(q, k, mask=None, is_causal=False, scale=None):
     s = s.masked_fill(dead.expand(s.shape), 0.0)
     p = s.softmax(-1)
     return p.masked_fill(dead.expand(p.shape), 0.0)
-
-
-_warned = set()
-
-
-def _warn_once(key, msg):
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
 __all__ = ["linear", "relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax",
