@@ -32,7 +32,7 @@ import tensorlite.reference as ref  # noqa: E402
 
 try:
     from tensorlite import _C
-    from tensorlite.backend import cpp_provider as cpp
+    from tensorlite import _C as cpp
 except ImportError as e:  # the benchmark still reports numpy (and torch) without the extension
     _C = cpp = None
     CPP_MISSING = str(e)

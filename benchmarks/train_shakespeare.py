@@ -352,7 +352,7 @@ def environment(threads, worker_env):
     except ImportError:
         torch_version = None
     try:
-        from tensorlite.backend.providers import provider_name
+        from tensorlite.backend.registry import provider_name
         kernels = provider_name("cpu")
     except Exception as e:  # noqa: BLE001 - reported, not fatal
         kernels = f"unknown ({e})"

@@ -7,12 +7,10 @@ triton is imported when the provider (or a kernel module) is first used.
 Without a GPU, set TRITON_INTERPRET=1 before the kernel modules are imported and the
 same kernels run on NumPy arrays through Triton's interpreter (see _launch.py).
 """
-import importlib
-
-__all__ = ["provider"]
 
 
 def __getattr__(name):
     if name == "provider":
-        return importlib.import_module(".provider", __name__)
+        from . import provider
+        return provider
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,6 +28,8 @@ import triton
 import triton.language as tl
 from triton import knobs
 
+from ..backend.device import xp_of  # noqa: F401 (the one array-module helper, for the kernels)
+
 cdiv = triton.cdiv
 next_pow2 = triton.next_power_of_2
 
@@ -74,14 +76,6 @@ def _is_cupy(x) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-def array_module(x):
-    """numpy for NumPy arrays, cupy for CuPy arrays (imported only when one is seen)."""
-    if _is_cupy(x):
-        import cupy
-        return cupy
-    return np
-
-
 def tl_dtype(dtype) -> tl.dtype:
     try:
         return _TL_DTYPES[np.dtype(dtype).name]
@@ -105,33 +99,9 @@ def dot_precision(dtype) -> str:
     return "ieee" if np.dtype(dtype).name in ("float32", "float64") else "tf32"
 
 
-def check_float(op: str, **arrays) -> None:
-    for name, a in arrays.items():
-        if np.dtype(a.dtype).name not in FLOAT_DTYPES:
-            raise TypeError(f"{op}: {name} must be a floating array, got dtype {a.dtype}")
-
-
-def check_same_dtype(op: str, **arrays) -> None:
-    items = list(arrays.items())
-    name0, a0 = items[0]
-    for name, a in items[1:]:
-        if a.dtype != a0.dtype:
-            raise TypeError(f"{op}: {name} has dtype {a.dtype} but {name0} has {a0.dtype}")
-
-
-def check_same_shape(op: str, **arrays) -> None:
-    items = list(arrays.items())
-    name0, a0 = items[0]
-    for name, a in items[1:]:
-        if a.shape != a0.shape:
-            raise ValueError(f"{op}: {name} has shape {a.shape} but {name0} has shape {a0.shape}")
-
-
-def as_rows(op: str, x):
+def as_rows(x):
     """A contiguous (M, N) view of x over its last dim, N = x.shape[-1]."""
-    if x.ndim == 0:
-        raise ValueError(f"{op}: expected an array with at least one dim, got shape {x.shape}")
-    xp = array_module(x)
+    xp = xp_of(x)
     x = xp.ascontiguousarray(x)
     n = x.shape[-1]
     m = 1

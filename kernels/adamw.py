@@ -44,35 +44,15 @@ def _adamw_kernel(P, G, Mv, Vv, HP, N, BLOCK: tl.constexpr, ACC: tl.constexpr):
     tl.store(Vv + offs, v.to(Vv.dtype.element_ty), mask=mask)
 
 
-def _check(op, i, p, g, m, v):
-    for name, a in (("grad", g), ("exp_avg", m), ("exp_avg_sq", v)):
-        if a.shape != p.shape:
-            raise ValueError(f"{op}: {name}[{i}] has shape {a.shape} but params[{i}] has {p.shape}")
-    for name, a in (("param", p), ("grad", g), ("exp_avg", m), ("exp_avg_sq", v)):
-        if np.dtype(a.dtype).name not in L.FLOAT_DTYPES:
-            raise TypeError(f"{op}: {name}[{i}] must be floating, got {a.dtype}")
-        # In place: a copy made here would be updated instead of the caller's array.
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{op}: {name}[{i}] of shape {a.shape} must be contiguous")
-
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps,
                weight_decay, step) -> None:
-    op = "adamw_step"
-    n = len(params)
-    if not (len(grads) == len(exp_avgs) == len(exp_avg_sqs) == n):
-        raise ValueError(f"{op}: lists differ in length: params {n}, grads {len(grads)}, "
-                         f"exp_avgs {len(exp_avgs)}, exp_avg_sqs {len(exp_avg_sqs)}")
-    if step < 1:
-        raise ValueError(f"{op}: step is 1-based, got {step}")
-    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
-        _check(op, i, p, g, m, v)
     hp_cache = {}
     block = 1 << 16 if L.interpreting() else 1024
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
         if p.size == 0:
             continue
-        xp = L.array_module(p)
+        xp = L.xp_of(p)
         acc_np, acc_tl = L.acc_dtype(p.dtype)
         key = (xp.__name__, acc_np.name)
         if key not in hp_cache:

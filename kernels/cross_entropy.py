@@ -76,16 +76,6 @@ def _ce_bwd(X, T, Lse, DLoss, DX, M, V, ignore_index, SMOOTHING: tl.constexpr,
     tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
 
 
-def _check(op, logits, targets):
-    L.check_float(op, logits=logits)
-    if logits.ndim != 2:
-        raise ValueError(f"{op}: logits must be (N, V), got shape {logits.shape}")
-    if targets.shape != (logits.shape[0],):
-        raise ValueError(f"{op}: targets must have shape ({logits.shape[0]},) for logits "
-                         f"{logits.shape}, got {targets.shape}")
-    if np.dtype(targets.dtype).kind not in "iu":
-        raise TypeError(f"{op}: targets must be integer (int64), got {targets.dtype}")
-
 
 def _fwd_blocks(n: int, v: int):
     if L.interpreting():
@@ -99,24 +89,15 @@ def _fwd_blocks(n: int, v: int):
 def cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.0, *,
                           block_v: int | None = None):
     """block_v overrides the vocabulary block (tests use it to force several blocks)."""
-    op = "cross_entropy_forward"
-    _check(op, logits, targets)
-    xp = L.array_module(logits)
+    xp = L.xp_of(logits)
     n, v = logits.shape
     x = xp.ascontiguousarray(logits)
     t = xp.ascontiguousarray(targets, dtype=np.int64)
-    bad = ((t < 0) | (t >= v)) & (t != ignore_index)
-    if n and bool(bad.any()):
-        i = int(xp.argmax(bad))
-        raise IndexError(f"{op}: target {int(t[i])} of row {i} is outside [0, {v}) "
-                         f"and is not ignore_index ({ignore_index})")
     stat_dtype, acc = L.acc_dtype(logits.dtype)
     loss = xp.empty((n,), logits.dtype)
     lse = xp.empty((n,), stat_dtype)
     if n == 0:
         return loss, lse
-    if v == 0:
-        raise ValueError(f"{op}: logits {logits.shape} have no classes")
     bm, bv = _fwd_blocks(n, v)
     if block_v:
         bv = block_v
@@ -128,12 +109,8 @@ def cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.
 
 def cross_entropy_backward(logits, targets, lse, dloss, ignore_index=-100, label_smoothing=0.0,
                            *, block_v: int | None = None):
-    op = "cross_entropy_backward"
-    _check(op, logits, targets)
-    xp = L.array_module(logits)
+    xp = L.xp_of(logits)
     n, v = logits.shape
-    if lse.shape != (n,) or dloss.shape != (n,):
-        raise ValueError(f"{op}: lse {lse.shape} and dloss {dloss.shape} must have shape ({n},)")
     stat_dtype, acc = L.acc_dtype(logits.dtype)
     x = xp.ascontiguousarray(logits)
     t = xp.ascontiguousarray(targets, dtype=np.int64)

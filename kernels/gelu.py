@@ -53,21 +53,13 @@ def _gelu_bwd(X, DY, DX, N, TANH: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.con
     tl.store(DX + offs, (dy * d).to(DX.dtype.element_ty), mask=mask)
 
 
-def _mode(op, approximate) -> bool:
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return approximate == "tanh"
-
-
 def _block() -> int:
     return 1 << 16 if L.interpreting() else 1024
 
 
 def gelu_forward(x, approximate="none"):
-    op = "gelu_forward"
-    tanh = _mode(op, approximate)
-    L.check_float(op, x=x)
-    xp = L.array_module(x)
+    tanh = approximate == "tanh"
+    xp = L.xp_of(x)
     xc = xp.ascontiguousarray(x)
     y = xp.empty(x.shape, x.dtype)
     n = xc.size
@@ -79,12 +71,8 @@ def gelu_forward(x, approximate="none"):
 
 
 def gelu_backward(x, dy, approximate="none"):
-    op = "gelu_backward"
-    tanh = _mode(op, approximate)
-    L.check_float(op, x=x, dy=dy)
-    L.check_same_shape(op, x=x, dy=dy)
-    L.check_same_dtype(op, x=x, dy=dy)
-    xp = L.array_module(x)
+    tanh = approximate == "tanh"
+    xp = L.xp_of(x)
     xc = xp.ascontiguousarray(x)
     dyc = xp.ascontiguousarray(dy)
     dx = xp.empty(x.shape, x.dtype)

@@ -8,19 +8,11 @@ from . import _launch
 
 _launch.check_usable()
 
-from .adamw import adamw_step  # noqa: E402
-from .attention import attention_backward, attention_forward  # noqa: E402
-from .cross_entropy import cross_entropy_backward, cross_entropy_forward  # noqa: E402
-from .gelu import gelu_backward, gelu_forward  # noqa: E402
-from .layernorm import layer_norm_backward, layer_norm_forward  # noqa: E402
-from .softmax import (log_softmax_backward, log_softmax_forward,  # noqa: E402
+from .adamw import adamw_step  # noqa: E402,F401
+from .attention import attention_backward, attention_forward  # noqa: E402,F401
+from .cross_entropy import cross_entropy_backward, cross_entropy_forward  # noqa: E402,F401
+from .gelu import gelu_backward, gelu_forward  # noqa: E402,F401
+from .layer_norm import layer_norm_backward, layer_norm_forward  # noqa: E402,F401
+from .softmax import (log_softmax_backward, log_softmax_forward,  # noqa: E402,F401
                       softmax_backward, softmax_forward)
 
-__all__ = [
-    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-    "layer_norm_forward", "layer_norm_backward",
-    "attention_forward", "attention_backward",
-    "cross_entropy_forward", "cross_entropy_backward",
-    "gelu_forward", "gelu_backward",
-    "adamw_step",
-]

@@ -110,10 +110,8 @@ def _max_tile_cols(dtype) -> int:
 
 def _forward(x, log: bool, loop_block: int | None = None):
     """loop_block forces the loop kernel with that column block (tests use it)."""
-    op = "log_softmax_forward" if log else "softmax_forward"
-    L.check_float(op, x=x)
-    xp = L.array_module(x)
-    x2 = L.as_rows(op, x)
+    xp = L.xp_of(x)
+    x2 = L.as_rows(x)
     m, n = x2.shape
     y = xp.empty(x2.shape, x.dtype)
     if m == 0 or n == 0:
@@ -132,13 +130,9 @@ def _forward(x, log: bool, loop_block: int | None = None):
 
 
 def _backward(y, dy, log: bool, loop_block: int | None = None):
-    op = "log_softmax_backward" if log else "softmax_backward"
-    L.check_float(op, y=y, dy=dy)
-    L.check_same_shape(op, y=y, dy=dy)
-    L.check_same_dtype(op, y=y, dy=dy)
-    xp = L.array_module(y)
-    y2 = L.as_rows(op, y)
-    dy2 = L.as_rows(op, dy)
+    xp = L.xp_of(y)
+    y2 = L.as_rows(y)
+    dy2 = L.as_rows(dy)
     m, n = y2.shape
     dx = xp.empty(y2.shape, y.dtype)
     if m == 0 or n == 0:

@@ -7,7 +7,6 @@ Triton kernels, and a GPT built only from these pieces.
     x.grad
 """
 import os as _os
-import sys as _sys
 
 __version__ = "0.1.0"
 
@@ -15,31 +14,11 @@ __version__ = "0.1.0"
 # core that the Python thread and BLAS need next (read when libgomp loads, i.e. with _C).
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-
-def _map_kernels_from_source_tree():
-    # An installed tensorlite maps kernels/ to tensorlite.kernels (setup.py's package_dir).
-    # Running straight from a checkout (PYTHONPATH=.) has no such mapping: make it here.
-    import importlib.util
-    here = _os.path.dirname(_os.path.abspath(__file__))
-    if importlib.util.find_spec("tensorlite.kernels") is not None:
-        return
-    src = _os.path.join(_os.path.dirname(here), "kernels")
-    if not _os.path.isfile(_os.path.join(src, "__init__.py")):
-        return
-    spec = importlib.util.spec_from_file_location(
-        "tensorlite.kernels", _os.path.join(src, "__init__.py"), submodule_search_locations=[src])
-    mod = importlib.util.module_from_spec(spec)
-    _sys.modules["tensorlite.kernels"] = mod
-    spec.loader.exec_module(mod)
-
-
-_map_kernels_from_source_tree()
-
 from ._dtype import (dtype, float32, float64, float16, int64, int32, uint8, bool_ as bool,  # noqa: E402,F401,A004
                      float, double, half, long, int, get_default_dtype, set_default_dtype,
                      promote_types)
 from .backend.device import device  # noqa: E402,F401
-from .backend.providers import set_kernels, get_kernels  # noqa: E402,F401
+from .backend.registry import set_kernels, get_kernels  # noqa: E402,F401
 from .tensor import Tensor, matmul  # noqa: E402,F401
 from .factories import (tensor, as_tensor, from_numpy, zeros, ones, empty, full, zeros_like,  # noqa: E402,F401
                         ones_like, full_like, empty_like, arange, linspace, eye, rand, randn,

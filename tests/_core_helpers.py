@@ -9,7 +9,7 @@ import pytest
 
 import tensorlite as tl
 from tensorlite.autograd import gradcheck
-from tensorlite.backend.providers import cpp_available
+from tensorlite.backend.registry import cpp_available
 
 PROVIDERS = ["numpy"] + (["cpp"] if cpp_available() else [])
 

@@ -17,7 +17,7 @@ from tensorlite.reference.attention import attention_backward, attention_forward
 
 try:
     from tensorlite import _C
-    from tensorlite.backend import cpp_provider as C
+    from tensorlite import _C as C
 except ImportError:  # the extension is optional; the reference tests still run
     _C = None
 

@@ -11,7 +11,7 @@ pytest.importorskip("tensorlite._C", reason="tensorlite._C is not built (run set
 
 import tensorlite.reference as R  # noqa: E402
 from tensorlite import _C  # noqa: E402
-from tensorlite.backend import cpp_provider as C  # noqa: E402
+from tensorlite import _C as C  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 

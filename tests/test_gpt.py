@@ -1,11 +1,11 @@
-"""The GPT proof: tensorlite's GPT against the independent NumPy reference (tests/reference_gpt.py,
+"""The GPT proof: tensorlite's GPT against the independent NumPy reference (tensorlite/reference/gpt.py,
 float64, hand-written backward), finite differences on the whole model, agreement between
 fused-op providers, overfitting a batch, dropout, the KV cache and sampling, and the
 BERT-style encoder."""
 import numpy as np
 import pytest
 
-import reference_gpt as ref
+from tensorlite.reference import gpt as ref
 import tensorlite as tl
 from tensorlite import nn, optim
 from tensorlite.autograd import gradcheck

@@ -8,7 +8,7 @@ import pytest
 import tensorlite as tl
 from tensorlite import profiler
 from tensorlite.autograd import function as autograd_function
-from tensorlite.backend.providers import provider_name
+from tensorlite.backend.registry import provider_name
 from tensorlite.models.gpt import GPT, GPTConfig
 
 CFG = GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=16)

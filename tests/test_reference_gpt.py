@@ -1,4 +1,4 @@
-"""Checks on the NumPy reference GPT (tests/reference_gpt.py) itself.
+"""Checks on the NumPy reference GPT (tensorlite/reference/gpt.py) itself.
 
 tensorlite's GPT is judged against the reference, so the reference has to be
 right on its own terms. Two independent checks:
@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-import reference_gpt as ref
+from tensorlite.reference import gpt as ref
 
 # T (the batch's sequence length) is one shorter than block_size so the test
 # also sees that the unused rows of wpe get exactly zero gradient.

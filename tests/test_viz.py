@@ -63,7 +63,7 @@ def test_graph_of_a_linear_layer_names_parameters_and_shows_providers():
 
 
 def _default_provider():
-    from tensorlite.backend.providers import provider_name
+    from tensorlite.backend.registry import provider_name
     return provider_name("cpu")
 
 

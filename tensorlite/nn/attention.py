@@ -6,7 +6,7 @@ padding mask); for incremental decoding it appends to a per-layer KV cache.
 import math
 
 from .. import factories
-from ..ops import fused as FO
+from ..ops import fused
 from . import functional as F
 from .layers import Dropout, Linear
 from .module import Module
@@ -41,6 +41,17 @@ class _LayerCache:
 
 
 class MultiHeadAttention(Module):
+    """Self-attention with n_head heads over x (B, T, C): one packed q|k|v projection
+    (c_attn, as GPT-2 stores it), attention per head, the heads merged back and projected
+    (c_proj). Shapes in the comments: B batch, T new tokens, Tk keys (cached + new),
+    C = n_embd, H = n_head, D = C // H.
+
+    Two paths compute the same thing. `_attend_heads` is the one to read: split into
+    heads, attend, merge. Training without masks, caches or attention dropout takes
+    `_attend_packed` instead (set `packed = False` to always read the plain path): one
+    fused op on strided views of c_attn's output that saves the split/reshape/transpose
+    nodes and their gradient copies (ops/fused.FusedPackedSelfAttention)."""
+
     def __init__(self, n_embd, n_head, bias=True, dropout=0.0, causal=True):
         super().__init__()
         if n_embd % n_head:
@@ -49,30 +60,46 @@ class MultiHeadAttention(Module):
         self.c_attn = Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v in one matmul
         self.c_proj = Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = Dropout(dropout)
-        self.record_attention = False  # when True, keep the probabilities (for inspection)
+        self.packed = True              # allow the fast path where it applies
+        self.record_attention = False   # when True, keep the probabilities (for inspection)
         self.last_attention = None
 
     def forward(self, x, attention_mask=None, cache=None):
         """x: (B, T, C). attention_mask: (B, Tk) with 1/True for real tokens, 0/False for
         padding. cache: a KVCache layer slot to read from and append to."""
-        B, T, C = x.shape
-        H = self.n_head
-        if cache is None and attention_mask is None and not self.record_attention and \
-                not (self.dropout and self.training):
-            # the training path: one fused op from the packed q/k/v projection to the
-            # merged heads (no split / reshape / transpose nodes, no zero-padded gradients)
-            y = FO.PackedSelfAttention.apply(self.c_attn(x), n_head=H, is_causal=self.causal,
-                                             scale=1.0 / math.sqrt(C // H))
-            return self.resid_dropout(self.c_proj(y))
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.reshape(B, T, H, C // H).transpose(1, 2)
-        k = k.reshape(B, T, H, C // H).transpose(1, 2)
-        v = v.reshape(B, T, H, C // H).transpose(1, 2)
+        qkv = self.c_attn(x)                                             # (B, T, 3C)
+        if self.packed and cache is None and attention_mask is None and \
+                not self.record_attention and not (self.dropout and self.training):
+            y = self._attend_packed(qkv)
+        else:
+            y = self._attend_heads(qkv, attention_mask, cache)
+        return self.resid_dropout(self.c_proj(y))                        # (B, T, C)
+
+    def _attend_heads(self, qkv, attention_mask, cache):
+        B, T, C3 = qkv.shape
+        C, H = C3 // 3, self.n_head
+        q, k, v = qkv.split(C, dim=2)                                    # 3 x (B, T, C)
+        q = q.reshape(B, T, H, C // H).transpose(1, 2)                   # (B, H, T, D)
+        k = k.reshape(B, T, H, C // H).transpose(1, 2)                   # (B, H, T, D)
+        v = v.reshape(B, T, H, C // H).transpose(1, 2)                   # (B, H, T, D)
         past = 0
         if cache is not None:
             past = cache.cache.pos
-            k, v = cache.extend(k, v)
-        Tk = k.shape[2]
+            k, v = cache.extend(k, v)                                    # (B, H, Tk, D)
+        mask, is_causal = self._mask(attention_mask, B, T, k.shape[2], past, qkv.device)
+        if self.record_attention:
+            self.last_attention = F.attention_probs(q, k, mask, is_causal).detach()
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return y.transpose(1, 2).reshape(B, T, C)                        # (B, T, C)
+
+    def _attend_packed(self, qkv):
+        C = qkv.shape[2] // 3
+        return fused.FusedPackedSelfAttention.apply(qkv, n_head=self.n_head, is_causal=self.causal,
+                                                    scale=1.0 / math.sqrt(C // self.n_head))
+
+    def _mask(self, attention_mask, B, T, Tk, past, device):
+        """(boolean mask broadcastable to (B, H, T, Tk) or None, is_causal) for the kernel."""
         mask = None
         if attention_mask is not None:
             m = attention_mask if attention_mask.dtype.name == "bool" else attention_mask != 0
@@ -80,20 +107,13 @@ class MultiHeadAttention(Module):
                 raise ValueError(f"{type(self).__name__}: attention_mask must have shape (B, Tk) = "
                                  f"{(B, Tk)}, got {m.shape}")
             mask = m.reshape(B, 1, 1, Tk)
-        is_causal = self.causal
-        if self.causal and past and T > 1:
-            # new queries sit at positions past..past+T-1: query i sees keys j <= past + i
-            allowed = factories.ones(T, Tk, dtype="bool", device=x.device).tril(past)
-            mask = allowed.reshape(1, 1, T, Tk) if mask is None else (mask & allowed.reshape(1, 1, T, Tk))
-            is_causal = False
-        elif self.causal and past and T == 1:
-            is_causal = False  # a single new query may see every cached key
-        if self.record_attention:
-            self.last_attention = F.attention_probs(q, k, mask, is_causal).detach()
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        if not (self.causal and past):
+            return mask, self.causal
+        if T == 1:
+            return mask, False  # a single new query may see every cached key
+        # new queries sit at positions past..past+T-1: query i sees keys j <= past + i
+        allowed = factories.ones(T, Tk, dtype="bool", device=device).tril(past).reshape(1, 1, T, Tk)
+        return (allowed if mask is None else mask & allowed), False
 
     def extra_repr(self):
         return f"n_embd={self.n_embd}, n_head={self.n_head}, causal={self.causal}"

@@ -8,8 +8,8 @@ import numpy as np
 
 from .. import _dtype as dt
 from ..backend.device import xp_of
-from ..backend.providers import _warn_once
-from ..ops import fused as F
+from ..backend.registry import warn_once
+from ..ops import fused
 from ..ops import indexing as I
 from ..ops import shape as S
 from ..ops._util import shape_str
@@ -60,7 +60,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):  # no
         raise ValueError(f"layer_norm: normalized_shape {ns} does not match the last dims of the "
                          f"input's shape {shape_str(input.shape)}")
     for name, p in (("weight", weight), ("bias", bias)):
-        if p is not None and p.shape != ns:
+        if p is not None and p.shape != ns:  # before flattening, while ns is still readable
             raise ValueError(f"layer_norm: {name} has shape {shape_str(p.shape)}, expected {ns}")
     x = input if input.dtype.is_floating_point else input.float()
     if len(ns) != 1:  # the kernels normalise over one last dim: flatten the normalised dims
@@ -69,7 +69,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):  # no
                        None if weight is None else weight.reshape(n),
                        None if bias is None else bias.reshape(n), eps)
         return y.reshape(input.shape)
-    return F.LayerNorm.apply(x, weight, bias, eps=eps)
+    return fused.FusedLayerNorm.apply(x, weight, bias, eps=eps)
 
 
 def embedding(input, weight):  # noqa: A002
@@ -138,13 +138,9 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean", label_smoo
                          f"shape {shape_str(expect)}, got {shape_str(target.shape)}")
     if tgt.dtype is not dt.int64:
         tgt = tgt.long()
-    V = logits.shape[1]
     t = tgt._data
-    bad = (t != ignore_index) & ((t < 0) | (t >= V))
-    if bool(bad.any()):
-        raise IndexError(f"cross_entropy: target {int(t[bad][0])} is out of range for {V} classes")
     x = logits if logits.dtype.is_floating_point else logits.float()
-    losses = F.CrossEntropy.apply(x, tgt, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    losses = fused.FusedCrossEntropy.apply(x, tgt, ignore_index=ignore_index, label_smoothing=label_smoothing)
     if reduction == "none":
         return losses.reshape(target.shape)
     if reduction == "sum":
@@ -182,13 +178,8 @@ def _attention_mask(attn_mask, q, B, H, Tq, Tk):
         raise ValueError(f"scaled_dot_product_attention: attn_mask must have 1 to 4 dims, got shape "
                          f"{shape_str(m.shape)}")
     m = m.reshape((1,) * (4 - m.ndim) + tuple(m.shape))
-    for got, full, name in zip(m.shape, (B, H, Tq, Tk), ("batch", "heads", "query", "key")):
-        if got not in (1, full):
-            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape "
-                             f"{shape_str(attn_mask.shape)} does not broadcast to "
-                             f"(B, H, Tq, Tk) = {(B, H, Tq, Tk)} ({name} dim)")
-    if m.shape[3] != Tk:
-        m = xp.broadcast_to(m, m.shape[:3] + (Tk,))
+    if m.shape[3] == 1 and Tk != 1:  # the kernels broadcast every dim but the key dim
+        m = xp.broadcast_to(m, m.shape[:3] + (Tk,))  # (the fused op checks the other dims)
     if m.dtype == np.bool_:  # True = attend, as in PyTorch
         return xp.where(m, 0.0, -np.inf).astype(q._data.dtype)
     return xp.ascontiguousarray(m, dtype=q._data.dtype)
@@ -200,23 +191,20 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     never stores the T x T attention matrix. A query row that may attend no key at all gives
     zeros (not NaN). dropout_p > 0 uses the unfused composition (with a warning, once)."""
     q, k, v = query, key, value
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+    if q.ndim != 4 or k.ndim != 4:  # the fused op checks the rest; the mask needs these dims
         raise ValueError(f"scaled_dot_product_attention: expected 4-D (B, H, T, D) query, key, "
                          f"value; got {shape_str(q.shape)}, {shape_str(k.shape)}, {shape_str(v.shape)}")
     B, H, Tq, D = q.shape
-    if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
-        raise ValueError(f"scaled_dot_product_attention: shapes do not fit together: query "
-                         f"{shape_str(q.shape)}, key {shape_str(k.shape)}, value {shape_str(v.shape)}")
     Tk = k.shape[2]
     if scale is None:
         scale = 1.0 / math.sqrt(D)
     mask = _attention_mask(attn_mask, q, B, H, Tq, Tk)
     if dropout_p > 0:
-        _warn_once("sdpa_dropout", "scaled_dot_product_attention: dropout_p > 0 runs the unfused "
+        warn_once("sdpa_dropout", "scaled_dot_product_attention: dropout_p > 0 runs the unfused "
                    "path (materialises T x T attention)")
         p = attention_probs(q, k, mask, is_causal, scale)
         return dropout(p, dropout_p) @ v
-    return F.ScaledDotProductAttention.apply(q, k, v, mask, is_causal=bool(is_causal), scale=float(scale))
+    return fused.FusedAttention.apply(q, k, v, mask, is_causal=bool(is_causal), scale=float(scale))
 
 
 def attention_probs(q, k, mask=None, is_causal=False, scale=None):

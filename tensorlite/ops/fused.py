@@ -1,21 +1,31 @@
-"""The fused ops: autograd Functions whose forward and backward are handed to a provider
-(numpy reference, C++ or Triton; see docs/KERNELS.md). The provider is chosen when the
-forward runs and the backward uses the same one."""
+"""The fused ops as autograd Functions: each forward checks its arguments once
+(fused_checks.py), hands the arrays to the provider in use (backend/registry.py) and keeps
+what the backward needs; the backward calls the same provider's `<op>_backward`.
+
+Shapes: B batch, H heads, T (Tq, Tk) sequence, D head dim, C channels, N rows, V classes.
+"""
 from ..autograd.function import Function
-from ..backend.providers import get_provider
+from ..backend.device import xp_of
+from ..backend.registry import get_provider
+from . import fused_checks as check
 
 
 def _provider(ctx):
+    """The provider for this op, chosen once when the forward runs; the backward reuses it."""
     name, mod = get_provider(ctx.device.type if ctx.device is not None else "cpu")
     ctx.provider, ctx.mod = name, mod
-    return mod
+    return name, mod
 
 
-class Softmax(Function):
+class FusedSoftmax(Function):
+    """y = softmax(x) over the last dim."""
+
     @staticmethod
     def forward(ctx, x):
-        y = _provider(ctx).softmax_forward(x)
-        ctx.save_for_backward(y)
+        name, mod = _provider(ctx)
+        check.softmax("softmax", name, x)
+        y = mod.softmax_forward(x)
+        ctx.save_for_backward(y)  # the backward needs only y: dx = y * (dy - sum(dy * y))
         return y
 
     @staticmethod
@@ -24,10 +34,14 @@ class Softmax(Function):
         return (ctx.mod.softmax_backward(y, g),)
 
 
-class LogSoftmax(Function):
+class FusedLogSoftmax(Function):
+    """y = x - logsumexp(x) over the last dim."""
+
     @staticmethod
     def forward(ctx, x):
-        y = _provider(ctx).log_softmax_forward(x)
+        name, mod = _provider(ctx)
+        check.softmax("log_softmax", name, x)
+        y = mod.log_softmax_forward(x)
         ctx.save_for_backward(y)
         return y
 
@@ -37,12 +51,16 @@ class LogSoftmax(Function):
         return (ctx.mod.log_softmax_backward(y, g),)
 
 
-class Gelu(Function):
+class FusedGelu(Function):
+    """y = x * Phi(x), exact (approximate="none") or with the tanh approximation."""
+
     @staticmethod
     def forward(ctx, x, approximate="none"):
+        name, mod = _provider(ctx)
+        check.gelu(name, x, approximate)
         ctx.save_for_backward(x)
         ctx.approximate = approximate
-        return _provider(ctx).gelu_forward(x, approximate)
+        return mod.gelu_forward(x, approximate)
 
     @staticmethod
     def backward(ctx, g):
@@ -50,10 +68,14 @@ class Gelu(Function):
         return (ctx.mod.gelu_backward(x, g, ctx.approximate),)
 
 
-class LayerNorm(Function):
+class FusedLayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last dim C."""
+
     @staticmethod
     def forward(ctx, x, weight=None, bias=None, eps=1e-5):
-        y, mean, rstd = _provider(ctx).layer_norm_forward(x, weight, bias, eps)
+        name, mod = _provider(ctx)
+        check.layer_norm(name, x, weight, bias, eps)
+        y, mean, rstd = mod.layer_norm_forward(x, weight, bias, eps)  # mean, rstd: x.shape[:-1]
         ctx.save_for_backward(x, weight)
         ctx.mean, ctx.rstd = mean, rstd
         return y
@@ -66,10 +88,15 @@ class LayerNorm(Function):
         return dx, dw if nw else None, db if nb else None
 
 
-class ScaledDotProductAttention(Function):
+class FusedAttention(Function):
+    """o = softmax(q k^T * scale + mask) v for q (B, H, Tq, D), k and v (B, H, Tk, D); the
+    Tq x Tk scores are never stored. mask: additive, broadcastable (1|B, 1|H, 1|Tq, Tk)."""
+
     @staticmethod
     def forward(ctx, q, k, v, mask=None, is_causal=False, scale=1.0):
-        o, lse = _provider(ctx).attention_forward(q, k, v, mask, is_causal, scale)
+        name, mod = _provider(ctx)
+        check.attention(name, q, k, v, mask, scale)
+        o, lse = mod.attention_forward(q, k, v, mask, is_causal, scale)  # lse (B, H, Tq)
         ctx.save_for_backward(q, k, v, o)
         ctx.lse, ctx.mask, ctx.is_causal, ctx.scale = lse, mask, is_causal, scale
         return o
@@ -82,13 +109,15 @@ class ScaledDotProductAttention(Function):
         return dq, dk, dv, None
 
 
-class CrossEntropy(Function):
-    """Per-row losses (N,) of logits (N, V); the reduction is applied outside."""
+class FusedCrossEntropy(Function):
+    """Per-row losses (N,) of logits (N, V) against int64 targets (N,); the reduction is
+    applied outside (nn.functional.cross_entropy)."""
 
     @staticmethod
     def forward(ctx, logits, targets, ignore_index=-100, label_smoothing=0.0):
-        loss, lse = _provider(ctx).cross_entropy_forward(logits, targets, ignore_index,
-                                                         label_smoothing)
+        name, mod = _provider(ctx)
+        check.cross_entropy(name, logits, targets, ignore_index, label_smoothing)
+        loss, lse = mod.cross_entropy_forward(logits, targets, ignore_index, label_smoothing)
         ctx.save_for_backward(logits, targets)
         ctx.lse, ctx.ignore_index, ctx.label_smoothing = lse, ignore_index, label_smoothing
         return loss
@@ -100,40 +129,61 @@ class CrossEntropy(Function):
                                                ctx.label_smoothing), None)
 
 
-class PackedSelfAttention(Function):
-    """Self-attention from the packed projection qkv (B, T, 3C) -- q, k and v side by side,
-    as one c_attn matmul makes them -- to y (B, T, C), heads already merged back.
+class FusedPackedSelfAttention(Function):
+    """The fast path of nn.MultiHeadAttention: self-attention from the packed projection
+    qkv (B, T, 3C) -- q, k and v side by side, as one c_attn matmul makes them -- to
+    y (B, T, C), heads already merged back.
 
-    The same kernels as ScaledDotProductAttention, called on strided (B, H, T, D) views of
-    qkv (the providers read any strides), so the split into q/k/v, the head reshapes and
-    transposes cost no graph nodes and no copies; the backward writes dq, dk and dv
-    straight into one packed gradient instead of three zero-padded ones that are summed."""
+    The same kernels as FusedAttention, called on strided (B, H, T, D) views of qkv (the
+    providers read any strides), so the split into q/k/v, the head reshapes and transposes
+    cost no graph nodes and no copies; the backward writes dq, dk and dv straight into one
+    packed gradient instead of three zero-padded ones that are summed. The readable
+    version of the same computation is MultiHeadAttention's general path."""
 
     @staticmethod
     def _heads(a, n_head):
         B, T, C3 = a.shape
-        h = a.reshape(B, T, 3, n_head, C3 // (3 * n_head))
-        return tuple(h[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        h = a.reshape(B, T, 3, n_head, C3 // (3 * n_head))         # (B, T, 3, H, D)
+        return tuple(h[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # 3 x (B, H, T, D)
 
     @staticmethod
     def forward(ctx, qkv, n_head=1, is_causal=True, scale=1.0):
-        q, k, v = PackedSelfAttention._heads(qkv, n_head)
-        o, lse = _provider(ctx).attention_forward(q, k, v, None, is_causal, scale)
+        name, mod = _provider(ctx)
+        if qkv.ndim != 3 or qkv.shape[2] % (3 * n_head):
+            raise ValueError(f"packed self-attention: qkv must be (B, T, 3 * C) with C divisible "
+                             f"by n_head={n_head}, got shape {qkv.shape}")
+        q, k, v = FusedPackedSelfAttention._heads(qkv, n_head)
+        check.attention(name, q, k, v, None, scale)
+        o, lse = mod.attention_forward(q, k, v, None, is_causal, scale)  # o (B, H, T, D)
         ctx.save_for_backward(qkv)
         ctx.o, ctx.lse, ctx.n_head, ctx.is_causal, ctx.scale = o, lse, n_head, is_causal, scale
         B, H, T, D = o.shape
-        return o.transpose(0, 2, 1, 3).reshape(B, T, H * D)
+        return o.transpose(0, 2, 1, 3).reshape(B, T, H * D)             # (B, T, C)
 
     @staticmethod
     def backward(ctx, g):
         qkv, = ctx.saved
-        q, k, v = PackedSelfAttention._heads(qkv, ctx.n_head)
+        q, k, v = FusedPackedSelfAttention._heads(qkv, ctx.n_head)
         B, H, T, D = ctx.o.shape
-        do = g.reshape(B, T, H, D).transpose(0, 2, 1, 3)
+        do = g.reshape(B, T, H, D).transpose(0, 2, 1, 3)                 # (B, H, T, D)
         grads = ctx.mod.attention_backward(q, k, v, ctx.o, ctx.lse, do, None, ctx.is_causal,
                                            ctx.scale)
-        from ..backend.device import xp_of
         dqkv = xp_of(g).empty((B, T, 3, H, D), dtype=qkv.dtype)
         for i, d in enumerate(grads):
             dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
         return (dqkv.reshape(qkv.shape),)
+
+
+def adamw_step(device_type, params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps,
+               weight_decay, step):
+    """One fused AdamW update of many parameters in place (not an autograd op)."""
+    name, mod = get_provider(device_type)
+    check.adamw(name, params, grads, exp_avgs, exp_avg_sqs, lr, beta1, beta2, eps,
+                weight_decay, step)
+    mod.adamw_step(params, grads, exp_avgs, exp_avg_sqs, lr=lr, beta1=beta1, beta2=beta2,
+                   eps=eps, weight_decay=weight_decay, step=step)
+    return name
+
+
+# old names, until tensor.py is updated
+Softmax, LogSoftmax, Gelu = FusedSoftmax, FusedLogSoftmax, FusedGelu

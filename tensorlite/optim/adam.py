@@ -3,7 +3,8 @@
 AdamW's update runs as one fused kernel over all parameters of a group (the provider's
 adamw_step: C++ on the CPU, Triton on the GPU, NumPy reference when forced)."""
 
-from ..backend.providers import get_provider
+from ..backend.device import xp_of
+from ..ops.fused import adamw_step
 from .optimizer import Optimizer, grad_array
 
 
@@ -53,9 +54,8 @@ class AdamW(Optimizer):
                 st["step"] += 1
                 batches.setdefault((p.device.type, st["step"]), []).append(p)
             for (dev, step), ps in batches.items():
-                _, provider = get_provider(dev)
-                provider.adamw_step(
-                    [p._data for p in ps], [grad_array(p) for p in ps],
+                adamw_step(
+                    dev, [p._data for p in ps], [grad_array(p) for p in ps],
                     [self.state[id(p)]["exp_avg"] for p in ps],
                     [self.state[id(p)]["exp_avg_sq"] for p in ps],
                     lr=float(group["lr"]), beta1=float(b1), beta2=float(b2), eps=float(group["eps"]),
@@ -65,7 +65,6 @@ class AdamW(Optimizer):
 
 
 def _xp(p):
-    from ..backend.device import xp_of
     return xp_of(p._data)
 
 

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._xp import get_xp
+from ..backend.device import xp_of
 
 _SERIES_TERMS = 32
 _CF_DEPTH = 50
@@ -41,7 +41,7 @@ _SERIES_COEFFS.reverse()
 
 def _erf_series(a):
     """erf(a) for 0 <= a < 2."""
-    xp = get_xp(a)
+    xp = xp_of(a)
     t = 2.0 * a * a
     acc = xp.full_like(a, _SERIES_COEFFS[0])
     for c in _SERIES_COEFFS[1:]:  # Horner's rule, in place
@@ -52,7 +52,7 @@ def _erf_series(a):
 
 def _erfc_continued_fraction(a):
     """erfc(a) for a >= 2."""
-    xp = get_xp(a)
+    xp = xp_of(a)
     f = a.copy()
     for k in range(_CF_DEPTH, 0, -1):  # f = a + (k/2) / f, from the bottom level up
         xp.divide(0.5 * k, f, out=f)
@@ -63,7 +63,7 @@ def _erfc_continued_fraction(a):
 def _erf_abs(a):
     """erf(a) for a >= 0."""
     near = a < _SPLIT
-    out = get_xp(a).empty_like(a)
+    out = xp_of(a).empty_like(a)
     out[near] = _erf_series(a[near])
     out[~near] = 1.0 - _erfc_continued_fraction(a[~near])
     return out
@@ -72,7 +72,7 @@ def _erf_abs(a):
 def _erfc_abs(a):
     """erfc(a) for a >= 0."""
     near = a < _SPLIT
-    out = get_xp(a).empty_like(a)
+    out = xp_of(a).empty_like(a)
     out[near] = 1.0 - _erf_series(a[near])
     out[~near] = _erfc_continued_fraction(a[~near])
     return out
@@ -80,7 +80,7 @@ def _erfc_abs(a):
 
 def _blockwise(f, a):
     """f(a) for a float64 array, computed block by block on NumPy arrays (see the top)."""
-    xp = get_xp(a)
+    xp = xp_of(a)
     if xp is not np or a.size <= _BLOCK:
         return f(a)
     flat = a.reshape(-1)
@@ -92,7 +92,7 @@ def _blockwise(f, a):
 
 def erf(x):
     """Error function, elementwise, as float64. erf(-x) = -erf(x)."""
-    xp = get_xp(x)
+    xp = xp_of(x)
     x = xp.asarray(x, dtype=xp.float64)
     out = _blockwise(_erf_abs, xp.abs(x))
     return xp.where(x < 0, -out, out)
@@ -101,7 +101,7 @@ def erf(x):
 def erfc(x):
     """Complementary error function 1 - erf(x), elementwise, as float64, accurate in the
     tail. erfc(-x) = 2 - erfc(x)."""
-    xp = get_xp(x)
+    xp = xp_of(x)
     x = xp.asarray(x, dtype=xp.float64)
     out = _blockwise(_erfc_abs, xp.abs(x))
     return xp.where(x < 0, 2.0 - out, out)

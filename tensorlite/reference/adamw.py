@@ -8,33 +8,16 @@ For step t (1-based), per element:
     vhat = v / (1 - beta2**t)
     p   -= lr * mhat / (sqrt(vhat) + eps)
 """
-from ._xp import check_float, get_xp
-
-
-def _check(params, grads, exp_avgs, exp_avg_sqs, step):
-    op = "adamw_step"
-    n = len(params)
-    if not (len(grads) == len(exp_avgs) == len(exp_avg_sqs) == n):
-        raise ValueError(f"{op}: lists differ in length: params {n}, grads {len(grads)}, "
-                         f"exp_avgs {len(exp_avgs)}, exp_avg_sqs {len(exp_avg_sqs)}")
-    if step < 1:
-        raise ValueError(f"{op}: step is 1-based, got {step}")
-    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
-        check_float(f"{op} (parameter {i})", param=p, grad=g, exp_avg=m, exp_avg_sq=v)
-        for name, a in (("grad", g), ("exp_avg", m), ("exp_avg_sq", v)):
-            if a.shape != p.shape:
-                raise ValueError(f"{op}: parameter {i} has shape {p.shape} but its {name} "
-                                 f"has shape {a.shape}")
+from ..backend.device import xp_of
 
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps,
                weight_decay, step):
     """Updates params, exp_avgs and exp_avg_sqs in place; returns None."""
-    _check(params, grads, exp_avgs, exp_avg_sqs, step)
     bias_correction1 = 1.0 - beta1 ** step
     bias_correction2 = 1.0 - beta2 ** step
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
-        xp = get_xp(p)
+        xp = xp_of(p)
         p -= lr * weight_decay * p
         m *= beta1
         m += (1.0 - beta1) * g

@@ -26,23 +26,7 @@ Backward, with dO the gradient of o (the usual softmax-Jacobian identities):
 """
 import numpy as np
 
-from ._xp import check_float, get_xp
-
-
-def _check_shapes(op, q, k, v, mask):
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(f"{op}: q, k, v must be 4-D (B, H, T, D), got q {q.shape}, "
-                         f"k {k.shape}, v {v.shape}")
-    B, H, Tq, D = q.shape
-    if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
-        raise ValueError(f"{op}: expected k and v of shape ({B}, {H}, Tk, {D}) to match "
-                         f"q {q.shape}, got k {k.shape}, v {v.shape}")
-    if mask is not None:
-        Tk = k.shape[2]
-        if (mask.ndim != 4 or mask.shape[0] not in (1, B) or mask.shape[1] not in (1, H)
-                or mask.shape[2] not in (1, Tq) or mask.shape[3] != Tk):
-            raise ValueError(f"{op}: mask of shape {mask.shape} does not broadcast as "
-                             f"(1|{B}, 1|{H}, 1|{Tq}, {Tk}) for q {q.shape}, k {k.shape}")
+from ..backend.device import xp_of
 
 
 def _scores(xp, q, k, mask, is_causal, scale):
@@ -60,10 +44,7 @@ def _scores(xp, q, k, mask, is_causal, scale):
 
 def attention_forward(q, k, v, mask, is_causal, scale):
     """Returns (o, lse): o (B, H, Tq, D) and lse (B, H, Tq), both in q's dtype."""
-    op = "attention_forward"
-    check_float(op, q=q, k=k, v=v, mask=mask)
-    _check_shapes(op, q, k, v, mask)
-    xp = get_xp(q)
+    xp = xp_of(q)
     s = _scores(xp, q, k, mask, is_causal, scale)
 
     if s.shape[-1] == 0:  # no keys at all: every row attends nothing
@@ -83,13 +64,7 @@ def attention_forward(q, k, v, mask, is_causal, scale):
 
 def attention_backward(q, k, v, o, lse, do, mask, is_causal, scale):
     """Returns (dq, dk, dv), each in q's dtype and its input's shape."""
-    op = "attention_backward"
-    check_float(op, q=q, k=k, v=v, o=o, lse=lse, do=do, mask=mask)
-    _check_shapes(op, q, k, v, mask)
-    if o.shape != q.shape or do.shape != q.shape or lse.shape != q.shape[:3]:
-        raise ValueError(f"{op}: expected o and do of shape {q.shape} and lse of shape "
-                         f"{q.shape[:3]}, got o {o.shape}, do {do.shape}, lse {lse.shape}")
-    xp = get_xp(q)
+    xp = xp_of(q)
     s = _scores(xp, q, k, mask, is_causal, scale)
     # lse = +inf on rows that attend nothing, so their P (and every gradient) is 0.
     p = xp.exp(s - lse[..., None])

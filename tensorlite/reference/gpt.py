@@ -3,7 +3,10 @@
 This file is the yardstick for tensorlite's GPT: the test suite builds the same
 parameters in both, and tensorlite's loss and every parameter gradient must
 match what this file computes. So this file must stay independent of
-tensorlite (it imports only NumPy) and be simple enough to check by eye.
+tensorlite's Tensor, autograd and nn (it imports only NumPy and its neighbour
+layer_norm.py, the reference layer norm) and be simple enough to check by eye.
+It is also the best place to read how a GPT trains without any framework:
+tests/test_reference_gpt.py checks it by finite differences and against torch.
 
 The architecture is GPT-2 as nanoGPT writes it:
 
@@ -32,6 +35,8 @@ a nanoGPT checkpoint could be loaded into this model unchanged, minus
 import math
 
 import numpy as np
+
+from .layer_norm import layer_norm_backward, layer_norm_forward
 
 LN_EPS = 1e-5
 IGNORE_INDEX = -100
@@ -63,37 +68,20 @@ def encoder_backward(dx, idx, wte_shape, wpe_shape):
 
 
 # ---------------------------------------------------------------------------
-# LayerNorm over the last axis (C), with a learned scale and optional shift.
+# LayerNorm over the last axis (C), with a learned scale and optional shift:
+# the one NumPy layer norm, tensorlite/reference/layer_norm.py, in llm.c's calling style.
 # ---------------------------------------------------------------------------
 
 def layernorm_forward(x, w, b, eps=LN_EPS):
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # biased, as torch does
-    rstd = 1.0 / np.sqrt(var + eps)
-    xhat = (x - mean) * rstd
-    out = xhat * w
-    if b is not None:
-        out = out + b
-    return out, (xhat, rstd)
+    """The reference layer norm (layer_norm.py): out, and (x, mean, rstd) for the backward."""
+    out, mean, rstd = layer_norm_forward(x, w, b, eps)
+    return out, (x, mean, rstd)
 
 
 def layernorm_backward(dout, cache, w):
-    """Returns dx, dw, db (db is None when the LayerNorm has no bias).
-
-    With xhat = (x - mean) * rstd, the gradient through the normalisation is
-        dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),   g = dout * w
-    The two subtracted means are the paths through `mean` and through `rstd`:
-    shifting every x by the same amount, or scaling the centred x, changes
-    nothing after normalising, so those directions get no gradient.
-    """
-    xhat, rstd = cache
-    lead = tuple(range(xhat.ndim - 1))  # every axis but C: the params are shared across them
-    dw = (dout * xhat).sum(axis=lead)
-    db = dout.sum(axis=lead)
-    g = dout * w
-    dx = rstd * (g - g.mean(axis=-1, keepdims=True)
-                 - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-    return dx, dw, db
+    """Returns dx, dw, db; the formula and why it has two subtracted means: layer_norm.py."""
+    x, mean, rstd = cache
+    return layer_norm_backward(dout, x, w, mean, rstd)
 
 
 # ---------------------------------------------------------------------------
