@@ -5,6 +5,14 @@ import json
 import os
 import sys
 
+from .backend.device import cuda_unavailable_reason
+from .errors import UsageError
+from .generate import evaluate_file, generate_text, load_run
+from .serialization import CheckpointError
+from .stats import plot_stats
+from .train import TrainConfig, plot_losses, train
+from .viz import inspect_attention
+
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a GPT (default: on the built-in addition task)")
@@ -81,7 +89,6 @@ def build_parser():
 
 
 def cmd_train(a):
-    from .train import TrainConfig, train
     kw = {}
     for k in ("data", "task", "tokenizer", "vocab_size", "gpt2_dir", "preset", "n_layer", "n_head",
               "n_embd", "iters", "batch_size", "block_size", "warmup", "eval_every", "eval_iters",
@@ -101,8 +108,6 @@ def cmd_train(a):
 
 
 def cmd_generate(a):
-    from .generate import generate_text, load_run
-    from .train import UsageError
     if a.device == "cuda":
         _need_cuda()
     model, tok, _ = load_run(a.out, a.device)
@@ -127,7 +132,6 @@ def cmd_generate(a):
 
 
 def cmd_eval(a):
-    from .generate import evaluate_file, load_run
     if a.device == "cuda":
         _need_cuda()
     model, tok, _ = load_run(a.out, a.device)
@@ -137,7 +141,6 @@ def cmd_eval(a):
 
 
 def cmd_inspect(a):
-    from .viz import inspect_attention
     if a.device == "cuda":
         _need_cuda()
     print(inspect_attention(a.out, a.prompt, a.png, a.device))
@@ -145,8 +148,6 @@ def cmd_inspect(a):
 
 
 def cmd_plot(a):
-    from .stats import plot_stats
-    from .train import plot_losses
     if not os.path.isfile(os.path.join(a.out, "log.jsonl")):
         raise FileNotFoundError(f"{a.out} holds no training log (log.jsonl)")
     for path in (plot_losses(a.out), plot_stats(a.out)):
@@ -156,8 +157,6 @@ def cmd_plot(a):
 
 
 def _need_cuda():
-    from .backend.device import cuda_unavailable_reason
-    from .train import UsageError
     r = cuda_unavailable_reason()
     if r is not None:
         raise UsageError(f"--device cuda: {r}")
@@ -165,7 +164,6 @@ def _need_cuda():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from .serialization import CheckpointError
     try:
         return {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
                 "inspect": cmd_inspect, "plot": cmd_plot}[args.command](args)

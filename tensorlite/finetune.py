@@ -8,6 +8,9 @@ refused up front with the offending characters named.
 import os
 
 from . import checkpoint as ckpt
+from .data.text import _read_utf8
+from .errors import UsageError
+from .tokenizers import load_tokenizer
 
 # model fields that come from the checkpoint (dropout may change when fine-tuning)
 _MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias")
@@ -16,9 +19,6 @@ _MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias")
 def prepare_init_from(cfg, given):
     """Fit the resolved cfg to the run in cfg.init_from, in place, and return its tokenizer.
     given: the config as the user wrote it (to tell a clash from a preset default)."""
-    from .data.text import _read_utf8
-    from .tokenizers import load_tokenizer
-    from .train import UsageError
     src = cfg.init_from
     if cfg.data is None:
         raise UsageError("--init-from needs --data: the text file to fine-tune on")

@@ -5,12 +5,16 @@ import os
 import numpy as np
 
 from . import checkpoint as ckpt
+from .autograd.grad_mode import no_grad
+from .data.text import _read_utf8
+from .factories import tensor
 from .models.gpt import GPT, GPTConfig
+from .random import Generator
+from .tokenizers import load_tokenizer
 
 
 def load_run(out, device="cpu"):
     """(model, tokenizer, config dict) from a training run's folder."""
-    from .tokenizers import load_tokenizer
     if not os.path.isdir(out):
         raise FileNotFoundError(f"run folder {out} does not exist")
     config = ckpt.read_json(os.path.join(out, ckpt.CONFIG), "config")
@@ -25,12 +29,11 @@ def load_run(out, device="cpu"):
 def generate_text(model, tokenizer, prompt, max_new_tokens=200, temperature=0.8, top_k=None,
                   top_p=None, num_samples=1, seed=None, device="cpu", use_cache=True, on_text=None):
     """Sample num_samples continuations of prompt; on_text(sample_index, text) streams pieces."""
-    import tensorlite as tl
     ids = tokenizer.encode(prompt) if prompt else [0]
     if len(ids) > model.config.block_size:
         ids = ids[-model.config.block_size:]
-    gen = tl.Generator(seed) if seed is not None else None
-    idx = tl.tensor(np.array([ids] * num_samples, dtype=np.int64), device=device)
+    gen = Generator(seed) if seed is not None else None
+    idx = tensor(np.array([ids] * num_samples, dtype=np.int64), device=device)
     pieces = [[] for _ in range(num_samples)]
     printed = [0] * num_samples
 
@@ -50,8 +53,6 @@ def generate_text(model, tokenizer, prompt, max_new_tokens=200, temperature=0.8,
 
 def evaluate_file(model, tokenizer, path, block_size=None, batch_size=8, max_batches=None):
     """Mean next-token loss and perplexity over non-overlapping blocks of a text file."""
-    import tensorlite as tl
-    from .data.text import _read_utf8
     text = _read_utf8(path)
     if not text:
         raise ValueError(f"data file {path} is empty")
@@ -67,12 +68,12 @@ def evaluate_file(model, tokenizer, path, block_size=None, batch_size=8, max_bat
     if max_batches is not None:
         starts = starts[:max_batches * batch_size]
     total, count = 0.0, 0
-    with tl.no_grad():
+    with no_grad():
         for b in range(0, len(starts), batch_size):
             s = starts[b:b + batch_size]
             x = np.stack([ids[i:i + T] for i in s])
             y = np.stack([ids[i + 1:i + T + 1] for i in s])
-            _, loss = model(tl.tensor(x, device=model_device(model)), tl.tensor(y, device=model_device(model)))
+            _, loss = model(tensor(x, device=model_device(model)), tensor(y, device=model_device(model)))
             total += loss.item() * x.size
             count += x.size
     mean = total / count

@@ -3,6 +3,9 @@ evaluation, logging and atomic checkpoints. `tensorlite train` is a thin layer o
 
     from tensorlite.train import TrainConfig, train
     result = train(TrainConfig(task="addition", out="runs/add"))
+
+train() checks its inputs, sets up (or resumes) the run, then repeats train_step(), the
+forward/backward/update of one batch, which a hand-written loop can call on its own.
 """
 import dataclasses
 import json
@@ -10,30 +13,38 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, asdict, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from . import checkpoint as ckpt
-from .backend.providers import set_kernels
+from . import cuda
+from ._threads import set_num_threads
+from .autograd.grad_mode import no_grad
+from .backend.device import cuda_unavailable_reason
+from .backend.registry import provider_name, set_kernels
+from .data.tasks import AdditionTask, SortTask
+from .data.text import TokenFile, _read_utf8
+from .errors import UsageError
+from .factories import tensor
+from .finetune import load_init_weights, prepare_init_from
 from .models.gpt import GPT, GPTConfig
+from .nn.utils import clip_grad_norm_
 from .optim import AdamW
 from .optim.lr_scheduler import warmup_cosine
-from .nn.utils import clip_grad_norm_
-from .random import manual_seed, get_rng_state, set_rng_state
+from .random import get_rng_state, manual_seed, set_rng_state
+from .stats import TrainingStats
+from .summary import MFUMeter
+from .tokenizers import BPETokenizer, CharTokenizer, load_gpt2_tokenizer, load_tokenizer
 
 PRESETS = {
     # the built-in tasks: small enough to learn addition in a minute or two on 2 cores
-    "tiny": dict(n_layer=2, n_head=4, n_embd=64),
+    "tiny": {"n_layer": 2, "n_head": 4, "n_embd": 64},
     # nanoGPT's CPU "baby" Shakespeare model
-    "baby": dict(n_layer=4, n_head=4, n_embd=128),
+    "baby": {"n_layer": 4, "n_head": 4, "n_embd": 128},
     # nanoGPT's shakespeare-char model
-    "small": dict(n_layer=6, n_head=6, n_embd=384),
+    "small": {"n_layer": 6, "n_head": 6, "n_embd": 384},
 }
-
-
-class UsageError(ValueError):
-    """Bad input from the user: the command prints it on one line and exits with code 2."""
 
 
 @dataclass
@@ -120,10 +131,8 @@ class TaskData:
     """A built-in task, presented like a text dataset: batches and a tokenizer."""
 
     def __init__(self, cfg):
-        from .data.tasks import AdditionTask, SortTask
         self.task = AdditionTask(n_digits=cfg.task_digits, seed=cfg.seed) if cfg.task == "addition" \
             else SortTask(seed=cfg.seed)
-        from .tokenizers import CharTokenizer
         self.tokenizer = CharTokenizer(list(self.task.chars))
         self.block_size = self.task.block_size
 
@@ -133,7 +142,6 @@ class TaskData:
 
 class TextData:
     def __init__(self, cfg, tokenizer, out_dir):
-        from .data.text import TokenFile
         self.tokenizer = tokenizer
         key = json.dumps(tokenizer.to_dict(), sort_keys=True)
         self.file = TokenFile(cfg.data, tokenizer, tokenizer_key=key, cache_dir=out_dir,
@@ -145,8 +153,6 @@ class TextData:
 
 
 def build_tokenizer(cfg):
-    from .data.text import _read_utf8
-    from .tokenizers import BPETokenizer, CharTokenizer, load_gpt2_tokenizer
     if cfg.tokenizer == "gpt2":
         if not cfg.gpt2_dir:
             raise UsageError("--tokenizer gpt2 needs --gpt2-dir, a folder with GPT-2's "
@@ -174,24 +180,111 @@ def _check_writable(out_dir):
         raise UsageError(f"output folder {out_dir} is not writable: {e.strerror}") from None
 
 
-# ---- the loop ----------------------------------------------------------------------------
+# ---- one step ----------------------------------------------------------------------------
+
+def train_step(model, optimizer, x, y, grad_clip=None, stats=None):
+    """One optimisation step on the batch (x, y): forward, zero_grad, backward, gradient
+    clipping, optimizer step.
+
+    model(x, y) must return (logits, loss). grad_clip: the largest global gradient norm
+    (None or 0: no clipping). stats: a TrainingStats whose begin() returned True for this
+    step (begin() before this call, end() after it are the caller's); its grads() sees the
+    gradients and snapshot() the weights just before the update. The learning rate is
+    whatever optimizer.param_groups hold.
+
+    Returns (loss as a float, the gradient norm before clipping or None without clipping).
+    """
+    _, loss = model(x, y)
+    optimizer.zero_grad()
+    loss.backward()
+    if stats is not None:
+        stats.grads()
+    norm = clip_grad_norm_(list(model.parameters()), grad_clip) if grad_clip else None
+    if stats is not None:
+        stats.snapshot()
+    optimizer.step()
+    return loss.item(), norm
+
+
+# ---- a run -------------------------------------------------------------------------------
 
 def train(cfg, log=print):
     """Train per cfg; returns a dict with the final train/val loss (and task accuracy)."""
-    import tensorlite as tl
     given = cfg
     cfg = cfg.resolved()
+    init_tokenizer = _check_inputs(cfg, given)
+    if cfg.kernels:
+        set_kernels(cfg.kernels)
+    if cfg.threads:
+        set_num_threads(cfg.threads)
+    manual_seed(cfg.seed)
+    run = _setup_run(cfg, init_tokenizer, log)
+    interrupted = _loop(run, log)
+    run.save()
+    plot_losses(cfg.out)
+    final = {"step": run.step, "interrupted": interrupted}
+    final.update({k: v for k, v in run.last.items() if k in ("loss", "val_loss", "train_loss", "accuracy")})
+    if run.history:
+        final.update({k: v for k, v in run.history[-1].items() if k in ("val_loss", "train_loss", "accuracy")})
+    if interrupted:
+        raise KeyboardInterrupt
+    return final
+
+
+class _Run:
+    """What one train() call advances and what its checkpoints hold. The step count lives
+    here rather than in a loop's local so that an interrupt at any point saves the step
+    that the weights belong to."""
+
+    def __init__(self, cfg, data, model, opt):
+        self.cfg, self.data, self.model, self.opt = cfg, data, model, opt
+        self.rng = np.random.default_rng(cfg.seed)
+        self.start = self.step = 0
+        self.history = []  # the evaluations so far, kept in the checkpoint
+        self.last = {}     # the latest step's log record
+
+    def save(self):
+        ckpt.save_checkpoint(self.cfg.out, self.model, self.opt, {
+            "step": self.step, "data_rng": _jsonable_state(self.rng.bit_generator.state),
+            "tl_rng": get_rng_state(), "history": self.history})
+
+    def restore(self):
+        state = ckpt.load_checkpoint(self.cfg.out, self.model, self.opt)
+        self.start = self.step = state["step"]
+        self.rng.bit_generator.state = state["data_rng"]
+        set_rng_state(state["tl_rng"])
+        self.history = state.get("history", [])
+        _truncate_log(os.path.join(self.cfg.out, "log.jsonl"), self.start)
+
+    def evaluate(self):
+        """Mean loss over eval_iters batches per split, and a task's held-out accuracy."""
+        cfg, model = self.cfg, self.model
+        model.eval()
+        erng = np.random.default_rng([cfg.seed, self.step])  # evaluation never touches training RNGs
+        res = {}
+        with no_grad():
+            for split in (("train", "val") if cfg.data is not None else ("val",)):
+                losses = []
+                for _ in range(cfg.eval_iters):
+                    x, y = self.data.batch(split, cfg.batch_size, cfg.block_size, erng)
+                    _, loss = model(tensor(x, device=cfg.device), tensor(y, device=cfg.device))
+                    losses.append(loss.item())
+                res[f"{split}_loss"] = float(np.mean(losses))
+            if cfg.data is None:
+                res["accuracy"] = task_accuracy(model, self.data.task, cfg.device)
+        model.train()
+        return res
+
+
+def _check_inputs(cfg, given):
+    """Refuse bad input before anything is written. Fits cfg to an --init-from run or to the
+    run being resumed, in place; returns the --init-from run's tokenizer (or None)."""
     out = cfg.out
-    # nothing is written until the inputs have been checked
-    if cfg.device == "cuda" and not tl.cuda.is_available():
-        from .backend.device import cuda_unavailable_reason
+    if cfg.device == "cuda" and not cuda.is_available():
         raise UsageError(f"--device cuda: {cuda_unavailable_reason()}")
     if cfg.data is not None and not os.path.isfile(cfg.data):
         raise UsageError(f"data file {cfg.data} does not exist")
-    init_tokenizer = None
-    if cfg.init_from:
-        from .finetune import prepare_init_from
-        init_tokenizer = prepare_init_from(cfg, given)
+    init_tokenizer = prepare_init_from(cfg, given) if cfg.init_from else None
     has_run = os.path.exists(os.path.join(out, ckpt.STATE))
     if cfg.resume and not has_run:
         raise UsageError(f"--resume: {out} holds no run to resume (no {ckpt.STATE})")
@@ -208,32 +301,19 @@ def train(cfg, log=print):
             raise UsageError(f"--resume: {out} was trained with a different config ({'; '.join(diff)})")
         cfg.block_size = saved["block_size"]
     _check_writable(out)
-    if cfg.kernels:
-        set_kernels(cfg.kernels)
-    if cfg.threads:
-        tl.set_num_threads(cfg.threads)
-    manual_seed(cfg.seed)
+    return init_tokenizer
 
-    # data and tokenizer
-    if cfg.data is None:
-        data = TaskData(cfg)
-        cfg.block_size = data.block_size
-    else:
-        if cfg.block_size is None:
-            cfg.block_size = 64
-        if cfg.resume:
-            from .tokenizers import load_tokenizer
-            tokenizer = load_tokenizer(os.path.join(out, ckpt.TOKENIZER))
-        else:
-            tokenizer = init_tokenizer or build_tokenizer(cfg)
-        data = TextData(cfg, tokenizer, out)
 
+def _setup_run(cfg, init_tokenizer, log):
+    """Data, tokenizer, model and optimizer, restored from cfg.out on --resume; a fresh run
+    writes its config, tokenizer and an empty log first."""
+    out = cfg.out
+    data = _build_data(cfg, init_tokenizer)
     mcfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=cfg.block_size,
                      n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                      dropout=cfg.dropout, bias=cfg.bias)
     model = GPT(mcfg).to(cfg.device)
     if cfg.init_from and not cfg.resume:
-        from .finetune import load_init_weights
         load_init_weights(model, cfg.init_from)
         log(f"initialised from {cfg.init_from} (weights only; a fresh optimizer)")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -241,17 +321,10 @@ def train(cfg, log=print):
     opt = AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                  {"params": no_decay, "weight_decay": 0.0}],
                 lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    rng = np.random.default_rng(cfg.seed)
-    start = 0
-    history = []
+    run = _Run(cfg, data, model, opt)
     if cfg.resume:
-        state = ckpt.load_checkpoint(out, model, opt)
-        start = state["step"]
-        rng.bit_generator.state = state["data_rng"]
-        set_rng_state(state["tl_rng"])
-        history = state.get("history", [])
-        _truncate_log(os.path.join(out, "log.jsonl"), start)
-        log(f"resumed {out} at step {start}")
+        run.restore()
+        log(f"resumed {out} at step {run.start}")
     else:
         ckpt.write_json(os.path.join(out, ckpt.CONFIG), {"model": mcfg.to_dict(), "train": _jsonable(cfg)})
         data.tokenizer.save(os.path.join(out, ckpt.TOKENIZER))
@@ -259,119 +332,120 @@ def train(cfg, log=print):
     log(f"model: {model.num_parameters():,} parameters ({cfg.n_layer} layers, {cfg.n_head} heads, "
         f"{cfg.n_embd} dims, block {cfg.block_size}, vocab {mcfg.vocab_size}); kernels: "
         f"{_provider_name(cfg.device)}")
+    return run
 
-    def save(step):
-        ckpt.save_checkpoint(out, model, opt, {
-            "step": step, "data_rng": _jsonable_state(rng.bit_generator.state),
-            "tl_rng": get_rng_state(), "history": history})
 
-    def evaluate(step):
-        model.eval()
-        erng = np.random.default_rng([cfg.seed, step])  # evaluation never touches training RNGs
-        res = {}
-        with tl.no_grad():
-            for split in (("train", "val") if cfg.data is not None else ("val",)):
-                losses = []
-                for _ in range(cfg.eval_iters):
-                    x, y = data.batch(split, cfg.batch_size, cfg.block_size, erng)
-                    _, loss = model(tl.tensor(x, device=cfg.device), tl.tensor(y, device=cfg.device))
-                    losses.append(loss.item())
-                res[f"{split}_loss"] = float(np.mean(losses))
-            if cfg.data is None:
-                res["accuracy"] = task_accuracy(model, data.task, cfg.device)
-        model.train()
-        return res
+def _build_data(cfg, init_tokenizer):
+    # also settles cfg.block_size: a task's own length, or text's default
+    if cfg.data is None:
+        data = TaskData(cfg)
+        cfg.block_size = data.block_size
+        return data
+    if cfg.block_size is None:
+        cfg.block_size = 64
+    if cfg.resume:
+        tokenizer = load_tokenizer(os.path.join(cfg.out, ckpt.TOKENIZER))
+    else:
+        tokenizer = init_tokenizer or build_tokenizer(cfg)
+    return TextData(cfg, tokenizer, cfg.out)
 
-    logf = open(os.path.join(out, "log.jsonl"), "a")
-    bar = _progress(cfg, start)
-    tokens_per_step = cfg.batch_size * cfg.block_size
-    from .stats import TrainingStats
-    from .summary import MFUMeter
-    stats = TrainingStats(model, cfg.stats_every) if cfg.log_stats else None
-    mfu = MFUMeter(model, tokens_per_step, cfg.block_size, cfg.device) if cfg.mfu else None
-    if mfu:
-        log(f"measured peak matmul throughput: {mfu.peak / 1e9:,.1f} GFLOP/s")
-    result = {}
-    interrupted = False
-    prev_handler = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    step = start
-    t0 = time.perf_counter()
-    try:
-        model.train()
-        while step < cfg.iters:
-            lr = cfg.lr * warmup_cosine(step, cfg.warmup, cfg.iters, cfg.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x, y = data.batch("train", cfg.batch_size, cfg.block_size, rng)
-            tracking = stats is not None and stats.begin(step + 1)
-            _, loss = model(tl.tensor(x, device=cfg.device), tl.tensor(y, device=cfg.device))
-            opt.zero_grad()
-            loss.backward()
-            if tracking:
-                stats.grads()
-            norm = clip_grad_norm_(list(model.parameters()), cfg.grad_clip) if cfg.grad_clip else None
-            if tracking:
-                stats.snapshot()
-            opt.step()
-            step += 1
-            dt = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            rec = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": norm,
-                   "tokens_per_s": tokens_per_step / dt if dt > 0 else None}
-            if mfu:
-                rec["mfu"] = mfu(dt)
-            if tracking:
-                rec["stats"] = stats.end()
-            if step % cfg.eval_every == 0 or step == cfg.iters:
-                rec.update(evaluate(step))
-                history.append({k: rec[k] for k in rec if k in ("step", "loss", "val_loss", "train_loss",
-                                                                 "accuracy")})
-                msg = f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()
-                                                   if k in ("train_loss", "val_loss", "accuracy"))
-                msg += f", mfu {rec['mfu']:.2%}" if rec.get("mfu") is not None else ""
-                (bar.write if bar else log)(msg)
-                t0 = time.perf_counter()
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
+
+# ---- the loop ----------------------------------------------------------------------------
+
+def _loop(run, log):
+    """Steps until cfg.iters or a stop condition; returns whether an interrupt (Ctrl-C or
+    SIGTERM) ended them."""
+    cfg = run.cfg
+    with open(os.path.join(cfg.out, "log.jsonl"), "a") as logf:
+        bar = _progress(cfg, run.start)
+        stats = TrainingStats(run.model, cfg.stats_every) if cfg.log_stats else None
+        mfu = MFUMeter(run.model, _tokens_per_step(cfg), cfg.block_size, cfg.device) if cfg.mfu else None
+        if mfu:
+            log(f"measured peak matmul throughput: {mfu.peak / 1e9:,.1f} GFLOP/s")
+        prev_handler = signal.getsignal(signal.SIGTERM)
+        # a killed job (SIGTERM) saves its step like Ctrl-C does
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            run.model.train()
+            _steps(run, logf, bar, stats, mfu, log)
+        except KeyboardInterrupt:
+            log(f"\ninterrupted: saving step {run.step} to {cfg.out}")
+            return True
+        finally:
+            signal.signal(signal.SIGTERM, prev_handler)
             if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}",
-                                tok_s=f"{rec['tokens_per_s'] or 0:,.0f}",
-                                **({"mfu": f"{rec['mfu'] or 0:.2%}"} if mfu else {}))
-            if step % cfg.save_every == 0 and step != cfg.iters:
-                save(step)
-            result = rec
-            if cfg.stop_at_accuracy is not None and rec.get("accuracy", -1) >= cfg.stop_at_accuracy:
-                log(f"held-out accuracy {rec['accuracy']:.4f} reached --stop-at-accuracy")
-                break
-            if cfg.stop_after is not None and step - start >= cfg.stop_after:
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-        log(f"\ninterrupted: saving step {step} to {out}")
-    finally:
-        signal.signal(signal.SIGTERM, prev_handler)
-        if bar:
-            bar.close()
-        logf.close()
-    save(step)
-    plot_losses(out)
-    final = {"step": step, "interrupted": interrupted}
-    final.update({k: v for k, v in result.items() if k in ("loss", "val_loss", "train_loss", "accuracy")})
-    if history:
-        final.update({k: v for k, v in history[-1].items() if k in ("val_loss", "train_loss", "accuracy")})
-    if interrupted:
-        raise KeyboardInterrupt
-    return final
+                bar.close()
+    return False
+
+
+def _steps(run, logf, bar, stats, mfu, log):
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    while run.step < cfg.iters:
+        lr = cfg.lr * warmup_cosine(run.step, cfg.warmup, cfg.iters, cfg.min_lr_ratio)
+        for g in run.opt.param_groups:
+            g["lr"] = lr
+        x, y = run.data.batch("train", cfg.batch_size, cfg.block_size, run.rng)
+        tracking = stats is not None and stats.begin(run.step + 1)
+        loss, norm = train_step(run.model, run.opt, tensor(x, device=cfg.device),
+                                tensor(y, device=cfg.device), cfg.grad_clip,
+                                stats=stats if tracking else None)
+        run.step += 1
+        dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rec = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": norm,
+               "tokens_per_s": _tokens_per_step(cfg) / dt if dt > 0 else None}
+        if mfu:
+            rec["mfu"] = mfu(dt)
+        if tracking:
+            rec["stats"] = stats.end()
+        if run.step % cfg.eval_every == 0 or run.step == cfg.iters:
+            _evaluate_into(run, rec, bar.write if bar else log)
+            t0 = time.perf_counter()  # the evaluation's time is no step's
+        _log_step(logf, bar, rec)
+        if run.step % cfg.save_every == 0 and run.step != cfg.iters:
+            run.save()
+        run.last = rec
+        if _should_stop(run, rec, log):
+            break
+
+
+def _evaluate_into(run, rec, say):
+    rec.update(run.evaluate())
+    run.history.append({k: rec[k] for k in rec if k in ("step", "loss", "val_loss", "train_loss",
+                                                         "accuracy")})
+    msg = f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()
+                                           if k in ("train_loss", "val_loss", "accuracy"))
+    msg += f", mfu {rec['mfu']:.2%}" if rec.get("mfu") is not None else ""
+    say(msg)
+
+
+def _log_step(logf, bar, rec):
+    logf.write(json.dumps(rec) + "\n")
+    logf.flush()
+    if bar:
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}",
+                        tok_s=f"{rec['tokens_per_s'] or 0:,.0f}",
+                        **({"mfu": f"{rec['mfu'] or 0:.2%}"} if "mfu" in rec else {}))
+
+
+def _should_stop(run, rec, log):
+    cfg = run.cfg
+    if cfg.stop_at_accuracy is not None and rec.get("accuracy", -1) >= cfg.stop_at_accuracy:
+        log(f"held-out accuracy {rec['accuracy']:.4f} reached --stop-at-accuracy")
+        return True
+    return cfg.stop_after is not None and run.step - run.start >= cfg.stop_after
+
+
+def _tokens_per_step(cfg):
+    return cfg.batch_size * cfg.block_size
 
 
 def task_accuracy(model, task, device, n=None):
     """Held-out exact match with greedy decoding (KV cache)."""
-    import tensorlite as tl
-
     def predict(prompts, n_new):
-        idx = tl.tensor(prompts, device=device)
+        idx = tensor(prompts, device=device)
         return model.generate(idx, n_new, temperature=0).numpy()[:, prompts.shape[1]:]
     return float(task.evaluate(predict, n=n))
 
@@ -441,7 +515,6 @@ def _raise_interrupt(signum, frame):
 
 
 def _provider_name(device):
-    from .backend.providers import provider_name
     return provider_name("cuda" if str(device).startswith("cuda") else "cpu")
 
 
