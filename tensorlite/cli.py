@@ -1,86 +1,217 @@
-"""The `tensorlite` command: train, generate, eval. Bad input gets a one-line error and
-exit code 2; nothing is written before the input has been checked."""
+"""tensorlite: train a GPT, sample from it, score it, and look inside it.
+
+Bad input gets a one-line error and exit code 2; nothing is written before the input has
+been checked. `tensorlite COMMAND --help` lists a command's options with their defaults."""
 import argparse
+import dataclasses
 import json
 import os
 import sys
+from importlib import metadata
 
 from .backend.device import cuda_unavailable_reason
 from .errors import UsageError
 from .generate import evaluate_file, generate_text, load_run
+from .plots import DEFAULT_SMOOTH, plot_losses
+from .progress import MODES as PROGRESS_MODES, make_progress
 from .serialization import CheckpointError
 from .stats import plot_stats
-from .train import TrainConfig, plot_losses, train
+from .train import LIMITS, PRESETS, TrainConfig, limit_text, train
 from .viz import inspect_attention
+
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# what a config file may set: every TrainConfig field but the dict for callers' own use
+CONFIG_KEYS = sorted(k for k in _FIELDS if k != "extra")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: X)" to an option's help unless the help already names its default
+    or there is none worth showing (None, off, or a required option)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if ("default" in h or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings or action.nargs == 0 or action.required):
+            return h
+        return h + " (default: %(default)s)"
+
+
+def _version():
+    try:
+        return metadata.version("tensorlite")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+# ---- train's options ---------------------------------------------------------------------
+
+# defaults that depend on the kind of run (TrainConfig holds None for them)
+_RUN_DEFAULTS = {
+    "task": "addition, when no --data", "preset": "tiny for tasks, baby for text",
+    "n_layer": "from --preset", "n_head": "from --preset", "n_embd": "from --preset",
+    "block_size": "the task's length; 64 for text", "iters": "1000 for tasks, 2000 for text",
+    "batch_size": "64 for tasks, 12 for text", "lr": "3e-3 for tasks, 1e-3 for text",
+    "kernels": "cpp on the CPU, triton on a GPU", "threads": "1 for preset tiny, else all cores",
+    "data": "none: the built-in --task", "gpt2_dir": "none", "stop_at_accuracy": "none",
+    "stop_after": "none: run to --iters", "init_from": "none: random weights",
+}
+
+# (flag, argparse keywords, help); the dest of each flag is the TrainConfig field it sets
+_TRAIN_OPTIONS = [
+    ("--tokenizer", dict(choices=["char", "bpe", "gpt2"]), "how --data is cut into tokens"),
+    ("--vocab-size", dict(type=int, metavar="N"), "vocabulary of a trained bpe tokenizer"),
+    ("--gpt2-dir", dict(metavar="DIR"), "folder holding GPT-2's encoder.json and vocab.bpe"),
+    ("--preset", dict(choices=list(PRESETS)), "model size: " + "; ".join(
+        f"{k} = {v['n_layer']} layers, {v['n_head']} heads, {v['n_embd']} dims"
+        for k, v in PRESETS.items())),
+    ("--n-layer", dict(type=int, metavar="N"), "transformer blocks"),
+    ("--n-head", dict(type=int, metavar="N"), "attention heads per block (must divide --n-embd)"),
+    ("--n-embd", dict(type=int, metavar="N"), "width of the residual stream"),
+    ("--block-size", dict(type=int, metavar="N"), "context length in tokens"),
+    ("--dropout", dict(type=float, metavar="P"), "dropout probability"),
+    ("--iters", dict(type=int, metavar="N"), "optimizer steps in the whole run"),
+    ("--batch-size", dict(type=int, metavar="N"), "sequences per step"),
+    ("--lr", dict(type=float), "peak learning rate (after warmup; cosine decay after it)"),
+    ("--min-lr-ratio", dict(type=float, metavar="R"), "final learning rate as a share of --lr"),
+    ("--warmup", dict(type=int, metavar="N"), "steps of linear learning-rate warmup"),
+    ("--weight-decay", dict(type=float, metavar="W"), "AdamW weight decay of matrices"),
+    ("--grad-clip", dict(type=float, metavar="G"), "largest global gradient norm (0: no clipping)"),
+    ("--eval-every", dict(type=int, metavar="N"), "steps between evaluations"),
+    ("--eval-iters", dict(type=int, metavar="N"), "batches per split at each evaluation"),
+    ("--save-every", dict(type=int, metavar="N"), "steps between checkpoints"),
+    ("--seed", dict(type=int), "seed of weights, batches and dropout"),
+    ("--threads", dict(type=int, metavar="N"), "CPU threads of the kernels"),
+    ("--task-digits", dict(type=int, metavar="N"), "addition: digits per operand"),
+    ("--stop-at-accuracy", dict(type=float, metavar="A"),
+     "tasks: stop once held-out exact match reaches this"),
+    ("--stop-after", dict(type=int, metavar="N"), "stop (and save) after N steps in this call"),
+    ("--device", dict(choices=["cpu", "cuda"]), "where the model runs"),
+    ("--kernels", dict(choices=["numpy", "cpp", "triton"]), "who runs the fused ops"),
+    ("--out", dict(metavar="DIR"), "the run folder"),
+    ("--resume", dict(action="store_true"), "continue the run in --out, bit-exactly"),
+    ("--init-from", dict(metavar="DIR"), "fine-tune: start from the trained run in DIR (its "
+     "weights, model config and tokenizer; a fresh optimizer); needs --data"),
+    ("--log-stats", dict(action="store_true"), "log per-layer activation mean/std, gradient norm "
+     "and update/weight ratio into log.jsonl (see tensorlite plot)"),
+    ("--stats-every", dict(type=int, metavar="N"), "steps between --log-stats records"),
+    ("--mfu", dict(action="store_true"),
+     "show model FLOPs utilisation against this machine's measured matmul peak"),
+    ("--tensorboard", dict(action="store_true"), "also write loss, lr, gradient norm, tokens/s "
+     "(and --log-stats) as TensorBoard events into OUT/tensorboard; needs tensorboardX"),
+]
+
+
+def _train_help(dest, text, kw):
+    if kw.get("action") == "store_true":
+        return f"{text} (default: off)"
+    field = _FIELDS[dest]
+    default = _RUN_DEFAULTS.get(dest, field.default)
+    extra = f"; {limit_text(dest)}" if dest in LIMITS else ""
+    return f"{text} (default: {default}{extra})"
+
+
+_TRAIN_EPILOG = """\
+config precedence, lowest first: TrainConfig's defaults < --config FILE < the flags given.
+recipes for --config NAME: {recipes}
+progress: auto shows tqdm's bar on a terminal and plain log lines elsewhere (a file, CI, a pipe).
+
+examples:
+  tensorlite train                                        # the addition task, runs/default
+  tensorlite train --config baby --data input.txt --out runs/baby
+  tensorlite train --config my.toml --iters 500           # the file, with iters overridden
+"""
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train a GPT (default: on the built-in addition task)")
+    p = sub.add_parser("train", help="train a GPT (default: on the built-in addition task)",
+                       description="Train a GPT on a text file or a built-in task; writes the "
+                       "run (checkpoints,\nconfig.json, log.jsonl, loss.png) to --out.",
+                       formatter_class=_HelpFormatter, argument_default=argparse.SUPPRESS,
+                       epilog=_TRAIN_EPILOG.format(recipes=", ".join(recipe_names()) or "none"))
+    p.add_argument("--config", metavar="FILE|RECIPE", help="a TOML or JSON file of TrainConfig "
+                   "fields (key = value), or the name of a shipped recipe; flags given here "
+                   "override it (default: none)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", help="a UTF-8 text file to train on")
-    src.add_argument("--task", choices=["addition", "sort"], help="a built-in task (default addition)")
-    p.add_argument("--tokenizer", choices=["char", "bpe", "gpt2"], default="char")
-    p.add_argument("--vocab-size", type=int, default=512, help="vocabulary of a trained bpe tokenizer")
-    p.add_argument("--gpt2-dir", help="folder holding GPT-2's encoder.json and vocab.bpe")
-    p.add_argument("--preset", choices=["tiny", "baby", "small"])
-    for name in ("n-layer", "n-head", "n-embd", "iters", "batch-size", "block-size", "warmup",
-                 "eval-every", "eval-iters", "save-every", "seed", "threads", "task-digits",
-                 "stop-after"):
-        p.add_argument(f"--{name}", type=int)
-    for name in ("lr", "dropout", "weight-decay", "grad-clip", "min-lr-ratio", "stop-at-accuracy"):
-        p.add_argument(f"--{name}", type=float)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--kernels", choices=["numpy", "cpp", "triton"])
-    p.add_argument("--out", default="runs/default", help="run folder (default runs/default)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--init-from", metavar="DIR", help="fine-tune: start from the trained run in DIR "
-                   "(its weights, model config and tokenizer; a fresh optimizer); needs --data")
-    p.add_argument("--log-stats", action="store_true", help="log per-layer activation mean/std, "
-                   "gradient norm and update/weight ratio into log.jsonl (see tensorlite plot)")
-    p.add_argument("--stats-every", type=int, help="steps between --log-stats records (default 10)")
-    p.add_argument("--mfu", action="store_true",
-                   help="show model FLOPs utilisation against this machine's measured matmul peak")
+    src.add_argument("--data", metavar="FILE",
+                     help=_train_help("data", "a UTF-8 text file to train on", {}))
+    src.add_argument("--task", choices=["addition", "sort"],
+                     help=_train_help("task", "a built-in task", {}))
+    for flag, kw, text in _TRAIN_OPTIONS:
+        dest = flag[2:].replace("-", "_")
+        p.add_argument(flag, dest=dest, help=_train_help(dest, text, kw), **kw)
+    p.add_argument("--progress", choices=PROGRESS_MODES, help="how progress is shown: auto = a "
+                   "bar on a terminal, else log lines; log = a line every ~10 s or 5%% of the "
+                   "steps; bar = tqdm's bar; none = evaluations only (default: auto)")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const="none",
+                   help="the same as --progress none")
 
 
 def _add_generate(sub):
-    p = sub.add_parser("generate", help="sample text from a trained run")
-    p.add_argument("--out", required=True, help="the run folder")
-    p.add_argument("--prompt", default="")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--no-cache", action="store_true", help="recompute every step (no KV cache)")
+    p = sub.add_parser("generate", help="sample text from a trained run",
+                       description="Sample text from a trained run.", formatter_class=_HelpFormatter)
+    p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--prompt", default="", help="text to continue (default: empty)")
+    p.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
+                   help="tokens to sample per sample; >= 0")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                   help="softmax temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, metavar="K",
+                   help="sample among the K likeliest tokens (default: all)")
+    p.add_argument("--top-p", type=float, metavar="P",
+                   help="nucleus sampling: the smallest set of tokens holding P of the "
+                   "probability; 0 < P <= 1 (default: off)")
+    p.add_argument("--num-samples", type=int, default=1, metavar="N",
+                   help="samples, each under a '---- sample N ----' header when N > 1; >= 1")
+    p.add_argument("--seed", type=int, help="seed of the sampling (default: unseeded)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute every step (no KV cache): slower, same samples")
 
 
 def _add_eval(sub):
-    p = sub.add_parser("eval", help="loss and perplexity of a trained run on a text file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--block-size", type=int)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p = sub.add_parser("eval", help="loss and perplexity of a trained run on a text file",
+                       description="Mean next-token loss and perplexity of a trained run over "
+                       "non-overlapping blocks\nof a text file, on the run's own train/val split "
+                       "of it. Prints one JSON line.", formatter_class=_HelpFormatter)
+    p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--data", metavar="FILE",
+                   help="the text file (default: the file the run was trained on)")
+    p.add_argument("--split", choices=["train", "val", "all"], default="val",
+                   help="which part of the file: the run's train or val split (the last 10%% of "
+                   "its tokens), or all of it")
+    p.add_argument("--block-size", type=int, metavar="N",
+                   help="tokens per block; <= the model's (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="blocks per forward pass")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                   help="progress on stderr: auto = a bar on a terminal, else log lines")
 
 
 def _add_study(sub):
-    p = sub.add_parser("inspect", help="look inside a trained run")
-    what = p.add_subparsers(dest="what", required=True)
-    a = what.add_parser("attention", help="a PNG grid of every layer's and head's attention map")
-    a.add_argument("--out", required=True, help="the run folder")
-    a.add_argument("--prompt", required=True)
-    a.add_argument("--png", help="where to write the PNG (default OUT/attention.png)")
-    a.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p = sub.add_parser("plot", help="draw a run's loss.png and, with --log-stats, stats.png")
-    p.add_argument("--out", required=True, help="the run folder")
+    p = sub.add_parser("inspect", help="look inside a trained run (attention maps)",
+                       description="Look inside a trained run.", formatter_class=_HelpFormatter)
+    what = p.add_subparsers(dest="what", required=True, title="what", metavar="WHAT")
+    a = what.add_parser("attention", help="a PNG grid of every layer's and head's attention map",
+                        formatter_class=_HelpFormatter)
+    a.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    a.add_argument("--prompt", required=True, help="the tokens whose attention is drawn")
+    a.add_argument("--png", help="where to write the PNG (default: OUT/attention.png)")
+    a.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
+    p = sub.add_parser("plot", help="draw a run's loss.png and, with --log-stats, stats.png",
+                       description="Redraw a run's loss.png (and stats.png for a --log-stats run) "
+                       "from its log.jsonl.", formatter_class=_HelpFormatter)
+    p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH, metavar="B",
+                   help="EMA smoothing of the per-step train loss; 0 <= B < 1, 0 = raw only")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="tensorlite", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="tensorlite", description=__doc__,
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print tensorlite's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     _add_train(sub)
     _add_generate(sub)
     _add_eval(sub)
@@ -88,26 +219,123 @@ def build_parser():
     return parser
 
 
-def cmd_train(a):
+# ---- config files ------------------------------------------------------------------------
+
+def recipe_names():
+    try:
+        return sorted(f[:-5] for f in os.listdir(RECIPES_DIR) if f.endswith(".toml"))
+    except OSError:
+        return []
+
+
+def config_path(spec):
+    """The file that --config SPEC names: a path, else a shipped recipe."""
+    if os.path.isfile(spec):
+        return spec
+    recipe = os.path.join(RECIPES_DIR, spec + ".toml")
+    if os.sep not in spec and "/" not in spec and os.path.isfile(recipe):
+        return recipe
+    raise UsageError(f"--config {spec}: no such file, and no recipe of that name "
+                     f"(recipes: {', '.join(recipe_names()) or 'none'})")
+
+
+def load_config(spec, choices=None):
+    """{field: value} from a TOML or JSON config file (or recipe), checked key by key.
+    choices: {field: allowed values}, the train parser's choices."""
+    path = config_path(spec)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if path.endswith(".json"):
+        try:
+            values = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise UsageError(f"--config {path}: not valid JSON: {e}") from None
+    elif path.endswith(".toml"):
+        toml = _toml_module()
+        try:
+            values = toml.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:  # TOMLDecodeError is a ValueError
+            raise UsageError(f"--config {path}: not valid TOML: {e}") from None
+    else:
+        raise UsageError(f"--config {path}: name a .toml or .json file")
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: must hold key = value pairs at the top level")
+    out = {}
+    for key, v in values.items():
+        name = key.replace("-", "_")
+        if name not in CONFIG_KEYS:
+            raise UsageError(f"--config {path}: unknown key {key!r}; allowed: {', '.join(CONFIG_KEYS)}")
+        out[name] = _checked_value(path, name, v, (choices or {}).get(name))
+    return out
+
+
+def _checked_value(path, name, v, allowed):
+    field = _FIELDS[name]
+    if v is None and field.default is None:
+        return v
+    want = field.type
+    if name == "progress":
+        allowed = PROGRESS_MODES
+    if not _is_a(v, want):
+        raise UsageError(f"--config {path}: {name} must be {_TYPE_WORDS.get(want, want.__name__)}, "
+                         f"got {v!r}")
+    if allowed is not None and v not in allowed:
+        raise UsageError(f"--config {path}: {name} must be one of {', '.join(allowed)}, got {v!r}")
+    return float(v) if want is float else v
+
+
+def _is_a(v, want):
+    if want is bool or isinstance(v, bool):  # TOML's true is no number, 1 is no switch
+        return want is bool and isinstance(v, bool)
+    if want is float:
+        return isinstance(v, (int, float))
+    return isinstance(v, want)
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _toml_module():
+    try:
+        import tomllib
+        return tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli
+            return tomli
+        except ImportError:
+            raise UsageError("reading a TOML config needs Python 3.11+ or the tomli package "
+                             "(pip install tomli); or write the config as JSON") from None
+
+
+def _train_choices(parser):
+    train_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                        ).choices["train"]
+    return {a.dest: a.choices for a in train_parser._actions if a.choices}
+
+
+# ---- the commands ------------------------------------------------------------------------
+
+def cmd_train(a, parser):
+    given = {k: v for k, v in vars(a).items() if k not in ("command", "config")}
     kw = {}
-    for k in ("data", "task", "tokenizer", "vocab_size", "gpt2_dir", "preset", "n_layer", "n_head",
-              "n_embd", "iters", "batch_size", "block_size", "warmup", "eval_every", "eval_iters",
-              "save_every", "seed", "threads", "task_digits", "lr", "dropout", "weight_decay",
-              "grad_clip", "min_lr_ratio", "stop_at_accuracy", "stop_after", "device", "kernels",
-              "out", "resume", "init_from", "stats_every"):
-        v = getattr(a, k)
-        if v is not None:
-            kw[k] = v
-    kw["progress"] = not a.no_progress
-    kw.update(log_stats=a.log_stats, mfu=a.mfu)
-    res = train(TrainConfig(**kw))
-    print(json.dumps({"out": a.out, **res}))
+    if getattr(a, "config", None) is not None:
+        kw = load_config(a.config, _train_choices(parser))
+        if "task" in given:  # --task and --data exclude each other, flag over file
+            kw.pop("data", None)
+        src = a.config if os.path.isfile(a.config) else f"recipe {a.config}"
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+        kw["extra"] = {"source": src + (f" + flags {flags}" if flags else "")}
+    kw.update(given)
+    cfg = TrainConfig(**kw)
+    res = train(cfg)
+    print(json.dumps({"out": cfg.out, **res}))
     if "accuracy" in res:
         print(f"held-out exact-match accuracy: {res['accuracy'] * 100:.2f}%")
     return 0
 
 
-def cmd_generate(a):
+def cmd_generate(a, parser):
     if a.device == "cuda":
         _need_cuda()
     model, tok, _ = load_run(a.out, a.device)
@@ -115,42 +343,56 @@ def cmd_generate(a):
         raise UsageError("--max-new-tokens must be >= 0 and --num-samples >= 1")
     # fail on unknown characters before printing anything
     tok.encode(a.prompt)
+    if a.num_samples > 1:
+        texts = generate_text(model, tok, a.prompt, a.max_new_tokens, a.temperature, a.top_k,
+                              a.top_p, a.num_samples, a.seed, a.device, use_cache=not a.no_cache)
+        for i, t in enumerate(texts):
+            print(f"---- sample {i + 1} ----")
+            print(a.prompt + t)
+        return 0
 
     def on_text(i, piece):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write(a.prompt)
-    texts = generate_text(model, tok, a.prompt, a.max_new_tokens, a.temperature, a.top_k, a.top_p,
-                          a.num_samples, a.seed, a.device, use_cache=not a.no_cache,
-                          on_text=on_text if a.num_samples == 1 else None)
-    if a.num_samples == 1:
-        sys.stdout.write("\n")
-    else:
-        for i, t in enumerate(texts):
-            print(("" if i == 0 else a.prompt) + t + f"\n---- sample {i + 1} ----")
+    generate_text(model, tok, a.prompt, a.max_new_tokens, a.temperature, a.top_k, a.top_p, 1,
+                  a.seed, a.device, use_cache=not a.no_cache, on_text=on_text)
+    sys.stdout.write("\n")
     return 0
 
 
-def cmd_eval(a):
+def cmd_eval(a, parser):
     if a.device == "cuda":
         _need_cuda()
-    model, tok, _ = load_run(a.out, a.device)
-    res = evaluate_file(model, tok, a.data, a.block_size, a.batch_size)
+    model, tok, config = load_run(a.out, a.device)
+    data = a.data or config.get("train", {}).get("data")
+    if not data:
+        raise UsageError(f"eval: {a.out} was trained on a built-in task, not a file: pass --data")
+
+    def err(msg):
+        print(msg, file=sys.stderr)
+
+    def progress(total):
+        return make_progress(a.progress, total=total, say=err, unit="batch")
+    res = evaluate_file(model, tok, data, a.block_size, a.batch_size, split=a.split,
+                        cache_dir=a.out, progress=progress)
     print(json.dumps(res))
     return 0
 
 
-def cmd_inspect(a):
+def cmd_inspect(a, parser):
     if a.device == "cuda":
         _need_cuda()
     print(inspect_attention(a.out, a.prompt, a.png, a.device))
     return 0
 
 
-def cmd_plot(a):
+def cmd_plot(a, parser):
     if not os.path.isfile(os.path.join(a.out, "log.jsonl")):
         raise FileNotFoundError(f"{a.out} holds no training log (log.jsonl)")
-    for path in (plot_losses(a.out), plot_stats(a.out)):
+    if not 0.0 <= a.smooth < 1.0:
+        raise UsageError(f"--smooth must be 0 <= B < 1, got {a.smooth}")
+    for path in (plot_losses(a.out, smooth=a.smooth), plot_stats(a.out)):
         if path:
             print(path)
     return 0
@@ -163,12 +405,17 @@ def _need_cuda():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
-                "inspect": cmd_inspect, "plot": cmd_plot}[args.command](args)
+                "inspect": cmd_inspect, "plot": cmd_plot}[args.command](args, parser)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `tensorlite train | head`: the reader left; no traceback for that
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except (ValueError, FileNotFoundError, PermissionError, CheckpointError, RuntimeError,
             IndexError, KeyError) as e:
         if os.environ.get("TENSORLITE_DEBUG"):

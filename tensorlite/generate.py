@@ -1,4 +1,5 @@
 """Load a trained run and sample from it, or score a text file with it."""
+import json
 import math
 import os
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .autograd.grad_mode import no_grad
-from .data.text import _read_utf8
+from .data.text import _read_utf8, cache_path_for, split_train_val
 from .factories import tensor
 from .models.gpt import GPT, GPTConfig
 from .random import Generator
@@ -51,33 +52,68 @@ def generate_text(model, tokenizer, prompt, max_new_tokens=200, temperature=0.8,
     return [tokenizer.decode(row[len(ids):]) for row in out.numpy().tolist()]
 
 
-def evaluate_file(model, tokenizer, path, block_size=None, batch_size=8, max_batches=None):
-    """Mean next-token loss and perplexity over non-overlapping blocks of a text file."""
-    text = _read_utf8(path)
-    if not text:
-        raise ValueError(f"data file {path} is empty")
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+def evaluate_file(model, tokenizer, path, block_size=None, batch_size=8, max_batches=None,
+                  split="all", cache_dir=None, progress=None):
+    """Mean next-token loss and perplexity over non-overlapping blocks of a text file.
+
+    split: "train" or "val" score the part of the file that training drew its batches from
+    or held out (data.text.split_train_val, as a training run cuts it); "all" the whole
+    file. cache_dir: a run folder whose cached token ids of this file are read, when they
+    are there (nothing is written). progress: progress(total_batches) returns an object
+    with update(done, **numbers) and close(), e.g. progress.make_progress."""
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be train, val or all, got {split!r}")
+    ids = _token_ids(tokenizer, path, cache_dir)
+    if split != "all":
+        ids = split_train_val(ids)[0 if split == "train" else 1]
     T = block_size or model.config.block_size
     if T > model.config.block_size:
         raise ValueError(f"block_size {T} is larger than the model's block_size "
                          f"{model.config.block_size}")
     n = (len(ids) - 1) // T
     if n < 1:
-        raise ValueError(f"{path} has {len(ids)} tokens; at least {T + 1} are needed for one block")
+        what = path if split == "all" else f"the {split} split of {path}"
+        raise ValueError(f"{what} has {len(ids)} tokens; at least {T + 1} are needed for one block")
     starts = np.arange(n) * T
     if max_batches is not None:
         starts = starts[:max_batches * batch_size]
+    n_batches = -(-len(starts) // batch_size)
+    bar = progress(n_batches) if progress is not None else None
     total, count = 0.0, 0
-    with no_grad():
-        for b in range(0, len(starts), batch_size):
-            s = starts[b:b + batch_size]
-            x = np.stack([ids[i:i + T] for i in s])
-            y = np.stack([ids[i + 1:i + T + 1] for i in s])
-            _, loss = model(tensor(x, device=model_device(model)), tensor(y, device=model_device(model)))
-            total += loss.item() * x.size
-            count += x.size
+    try:
+        with no_grad():
+            for k, b in enumerate(range(0, len(starts), batch_size), 1):
+                s = starts[b:b + batch_size]
+                x = np.stack([ids[i:i + T] for i in s]).astype(np.int64)
+                y = np.stack([ids[i + 1:i + T + 1] for i in s]).astype(np.int64)
+                _, loss = model(tensor(x, device=model_device(model)),
+                                tensor(y, device=model_device(model)))
+                total += loss.item() * x.size
+                count += x.size
+                if bar is not None:
+                    bar.update(k, loss=total / count)
+    finally:
+        if bar is not None:
+            bar.close()
     mean = total / count
-    return {"loss": mean, "perplexity": math.exp(mean), "tokens": count}
+    return {"loss": mean, "perplexity": math.exp(mean), "tokens": count, "split": split}
+
+
+def _token_ids(tokenizer, path, cache_dir):
+    # the run's cache holds exactly the ids its training split was cut from; reading it also
+    # spares a large file's BPE encoding
+    if cache_dir is not None and os.path.isfile(path):
+        key = json.dumps(tokenizer.to_dict(), sort_keys=True)  # as train.TextData keys it
+        cache = cache_path_for(path, key, cache_dir)
+        if cache.is_file():
+            try:
+                return np.load(cache, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError):
+                pass
+    text = _read_utf8(path)
+    if not text:
+        raise ValueError(f"data file {path} is empty")
+    return np.asarray(tokenizer.encode(text), dtype=np.int64)
 
 
 def model_device(model):

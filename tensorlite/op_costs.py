@@ -17,10 +17,11 @@ _REDUCTION = {"Sum": 1, "Mean": 1, "Amax": 1, "Prod": 1, "Cumsum": 1, "Var": 3,
               "LogSumExp": 4, "ScatterAdd": 1, "IndexAdd": 1}
 # fused ops, FLOPs per element of their main input: layer norm = mean, variance,
 # normalise, scale and shift; softmax = max, subtract, exp, sum, divide; gelu(tanh) ~ 8
-_FUSED = {"LayerNorm": 8, "Softmax": 5, "LogSoftmax": 5, "Gelu": 8, "CrossEntropy": 4}
+_FUSED = {"FusedLayerNorm": 8, "FusedSoftmax": 5, "FusedLogSoftmax": 5, "FusedGelu": 8,
+          "FusedCrossEntropy": 4}
 # backward FLOPs as a multiple of the forward's: a matmul's backward is two matmuls,
 # attention's recomputes the scores and does four matmuls (FlashAttention-2's 2.5x)
-_BACKWARD_FACTOR = {"Matmul": 2.0, "ScaledDotProductAttention": 2.5, "PackedSelfAttention": 2.5}
+_BACKWARD_FACTOR = {"Matmul": 2.0, "FusedAttention": 2.5, "FusedPackedSelfAttention": 2.5}
 
 
 def _numel(a):
@@ -36,14 +37,14 @@ def forward_flops(name, inputs, out, kwargs):
     if name == "Matmul":
         a = inputs[0]
         return 2 * a.shape[-1] * max(_numel(out), 1)
-    if name == "ScaledDotProductAttention":
+    if name == "FusedAttention":
         q, k = inputs[0], inputs[1]
         B, H, Tq, D = q.shape
         Tk = k.shape[2]
         flops = 4 * B * H * Tq * Tk * D  # q k^T and p v
         # a causal kernel skips the tiles above the diagonal: about half of a square score matrix
         return flops // 2 if kwargs.get("is_causal") and Tq == Tk else flops
-    if name == "PackedSelfAttention":  # qkv (B, T, 3C): the same products, heads merged
+    if name == "FusedPackedSelfAttention":  # qkv (B, T, 3C): the same products, heads merged
         B, T, C3 = inputs[0].shape
         flops = 4 * B * T * T * (C3 // 3)
         return flops // 2 if kwargs.get("is_causal") else flops

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import signal
-import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -32,6 +32,8 @@ from .models.gpt import GPT, GPTConfig
 from .nn.utils import clip_grad_norm_
 from .optim import AdamW
 from .optim.lr_scheduler import warmup_cosine
+from .plots import plot_losses
+from .progress import MODES as PROGRESS_MODES, make_progress
 from .random import get_rng_state, manual_seed, set_rng_state
 from .stats import TrainingStats
 from .summary import MFUMeter
@@ -45,6 +47,41 @@ PRESETS = {
     # nanoGPT's shakespeare-char model
     "small": {"n_layer": 6, "n_head": 6, "n_embd": 384},
 }
+
+# allowed values of the numeric fields: (low, high, low included, high included); None: unbounded.
+# resolved() checks them, and `tensorlite train --help` prints them from here.
+LIMITS = {
+    "n_layer": (1, None, True, True), "n_head": (1, None, True, True),
+    "n_embd": (1, None, True, True), "block_size": (1, None, True, True),
+    "iters": (0, None, True, True), "batch_size": (1, None, True, True),
+    "warmup": (0, None, True, True), "eval_every": (1, None, True, True),
+    "eval_iters": (1, None, True, True), "save_every": (1, None, True, True),
+    "seed": (0, None, True, True), "threads": (1, None, True, True),
+    "task_digits": (1, None, True, True), "stop_after": (1, None, True, True),
+    "stats_every": (1, None, True, True), "vocab_size": (257, None, True, True),
+    "lr": (0, None, False, True), "dropout": (0, 1, True, False),
+    "weight_decay": (0, None, True, True), "grad_clip": (0, None, True, True),
+    "min_lr_ratio": (0, 1, True, True), "stop_at_accuracy": (0, 1, True, True),
+    "beta1": (0, 1, True, False), "beta2": (0, 1, True, False),
+}
+
+
+def limit_text(name):
+    """The allowed range of a field in words: ">= 1", "> 0", "0 <= x < 1"."""
+    lo, hi, lo_in, hi_in = LIMITS[name]
+    if hi is None:
+        return f"{'>=' if lo_in else '>'} {lo:g}"
+    return f"{lo:g} {'<=' if lo_in else '<'} x {'<=' if hi_in else '<'} {hi:g}"
+
+
+def _check_limits(c):
+    for name, (lo, hi, lo_in, hi_in) in LIMITS.items():
+        v = getattr(c, name)
+        if v is None:
+            continue
+        ok = (v >= lo if lo_in else v > lo) and (hi is None or (v <= hi if hi_in else v < hi))
+        if not ok:
+            raise UsageError(f"{name} must be {limit_text(name)}, got {v!r}")
 
 
 @dataclass
@@ -63,7 +100,7 @@ class TrainConfig:
     block_size: int = None      # default: the task's length, or 64 for text
     device: str = "cpu"
     kernels: str = None         # numpy | cpp | triton (None: the device's default)
-    iters: int = None           # default: 2000 for tasks, 2000 for text
+    iters: int = None           # default: 1000 for tasks, 2000 for text
     batch_size: int = None      # default: 64 for tasks, 12 for text
     lr: float = None            # peak lr; default 3e-3 for tasks, 1e-3 for text
     min_lr_ratio: float = 0.1
@@ -80,19 +117,24 @@ class TrainConfig:
     seed: int = 1337
     threads: int = None
     task_digits: int = 2        # addition: digits per operand
-    progress: bool = True
+    progress: str = "auto"      # auto | bar | log | none (True/False: auto/none)
     stop_at_accuracy: float = None  # tasks: stop once held-out exact match reaches this
     stop_after: int = None      # stop (and save) after this many steps in this invocation
     init_from: str = None       # fine-tune: start from this run's weights, config and tokenizer
     log_stats: bool = False     # per-layer activation/gradient/update statistics into log.jsonl
     stats_every: int = 10       # ... every this many steps
     mfu: bool = False           # model FLOPs utilisation against this machine's measured peak
+    tensorboard: bool = False   # also write TensorBoard events into OUT/tensorboard
     extra: dict = field(default_factory=dict)
 
     def resolved(self):
         """Fill the defaults that depend on the kind of run."""
         c = dataclasses.replace(self)
         is_task = c.data is None
+        _check_limits(c)  # now, before `or` below can turn a given 0 into a default
+        if c.progress not in PROGRESS_MODES and not isinstance(c.progress, bool):
+            raise UsageError(f"unknown progress mode {c.progress!r}: choose one of "
+                             f"{', '.join(PROGRESS_MODES)}")
         if c.task not in ("addition", "sort"):
             raise UsageError(f"unknown task {c.task!r}: choose addition or sort")
         if c.tokenizer not in ("char", "bpe", "gpt2"):
@@ -111,8 +153,7 @@ class TrainConfig:
             c.threads = 1
         c.batch_size = c.batch_size or (64 if is_task else 12)
         c.lr = c.lr or (3e-3 if is_task else 1e-3)
-        if c.iters < 0 or c.batch_size < 1 or c.lr <= 0:
-            raise UsageError("iters must be >= 0, batch_size >= 1 and lr > 0")
+        _check_limits(c)  # and the filled-in values
         if c.n_embd % c.n_head:
             raise UsageError(f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head})")
         return c
@@ -280,6 +321,8 @@ def _check_inputs(cfg, given):
     """Refuse bad input before anything is written. Fits cfg to an --init-from run or to the
     run being resumed, in place; returns the --init-from run's tokenizer (or None)."""
     out = cfg.out
+    if cfg.tensorboard:
+        tensorboard_writer_class()
     if cfg.device == "cuda" and not cuda.is_available():
         raise UsageError(f"--device cuda: {cuda_unavailable_reason()}")
     if cfg.data is not None and not os.path.isfile(cfg.data):
@@ -326,13 +369,35 @@ def _setup_run(cfg, init_tokenizer, log):
         run.restore()
         log(f"resumed {out} at step {run.start}")
     else:
-        ckpt.write_json(os.path.join(out, ckpt.CONFIG), {"model": mcfg.to_dict(), "train": _jsonable(cfg)})
+        source = {"source": cfg.extra["source"]} if cfg.extra.get("source") else {}
+        ckpt.write_json(os.path.join(out, ckpt.CONFIG),
+                        {"model": mcfg.to_dict(), "train": _jsonable(cfg), **source})
         data.tokenizer.save(os.path.join(out, ckpt.TOKENIZER))
         open(os.path.join(out, "log.jsonl"), "w").close()
+    log(describe_config(cfg))
     log(f"model: {model.num_parameters():,} parameters ({cfg.n_layer} layers, {cfg.n_head} heads, "
         f"{cfg.n_embd} dims, block {cfg.block_size}, vocab {mcfg.vocab_size}); kernels: "
         f"{_provider_name(cfg.device)}")
     return run
+
+
+# the fields worth a line at the start of a run, in reading order
+_SHOWN = ("data", "task", "task_digits", "tokenizer", "preset", "n_layer", "n_head", "n_embd",
+          "block_size", "dropout", "iters", "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay",
+          "grad_clip", "eval_every", "eval_iters", "save_every", "seed", "device", "kernels",
+          "threads", "init_from", "log_stats", "tensorboard", "out")
+
+
+def describe_config(cfg):
+    """The effective config, key=value, wrapped into a compact block."""
+    skip = ("data", "tokenizer") if cfg.data is None else ("task", "task_digits")
+    items = [f"{k}={getattr(cfg, k)}" for k in _SHOWN
+             if k not in skip and getattr(cfg, k) not in (None, False)]
+    if cfg.extra.get("source"):
+        items.append(f"(from {cfg.extra['source']})")
+    return textwrap.fill(" ".join(items), width=100, initial_indent="config: ",
+                         subsequent_indent="        ", break_on_hyphens=False,
+                         break_long_words=False)
 
 
 def _build_data(cfg, init_tokenizer):
@@ -357,28 +422,30 @@ def _loop(run, log):
     SIGTERM) ended them."""
     cfg = run.cfg
     with open(os.path.join(cfg.out, "log.jsonl"), "a") as logf:
-        bar = _progress(cfg, run.start)
         stats = TrainingStats(run.model, cfg.stats_every) if cfg.log_stats else None
         mfu = MFUMeter(run.model, _tokens_per_step(cfg), cfg.block_size, cfg.device) if cfg.mfu else None
         if mfu:
             log(f"measured peak matmul throughput: {mfu.peak / 1e9:,.1f} GFLOP/s")
+        bar = make_progress(cfg.progress, total=cfg.iters, initial=run.start, say=log)
+        tb = _open_tensorboard(cfg, run.start) if cfg.tensorboard else None
         prev_handler = signal.getsignal(signal.SIGTERM)
         # a killed job (SIGTERM) saves its step like Ctrl-C does
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             run.model.train()
-            _steps(run, logf, bar, stats, mfu, log)
+            _steps(run, logf, bar, stats, mfu, tb, log)
         except KeyboardInterrupt:
             log(f"\ninterrupted: saving step {run.step} to {cfg.out}")
             return True
         finally:
             signal.signal(signal.SIGTERM, prev_handler)
-            if bar:
-                bar.close()
+            bar.close()
+            if tb is not None:
+                tb.close()
     return False
 
 
-def _steps(run, logf, bar, stats, mfu, log):
+def _steps(run, logf, bar, stats, mfu, tb, log):
     cfg = run.cfg
     t0 = time.perf_counter()
     while run.step < cfg.iters:
@@ -400,9 +467,11 @@ def _steps(run, logf, bar, stats, mfu, log):
         if tracking:
             rec["stats"] = stats.end()
         if run.step % cfg.eval_every == 0 or run.step == cfg.iters:
-            _evaluate_into(run, rec, bar.write if bar else log)
+            _evaluate_into(run, rec, bar.write)
             t0 = time.perf_counter()  # the evaluation's time is no step's
         _log_step(logf, bar, rec)
+        if tb is not None:
+            _tensorboard_step(tb, rec)
         if run.step % cfg.save_every == 0 and run.step != cfg.iters:
             run.save()
         run.last = rec
@@ -423,11 +492,44 @@ def _evaluate_into(run, rec, say):
 def _log_step(logf, bar, rec):
     logf.write(json.dumps(rec) + "\n")
     logf.flush()
-    if bar:
-        bar.update(1)
-        bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}",
-                        tok_s=f"{rec['tokens_per_s'] or 0:,.0f}",
-                        **({"mfu": f"{rec['mfu'] or 0:.2%}"} if "mfu" in rec else {}))
+    bar.update(rec["step"], loss=rec["loss"], lr=rec["lr"], tok_s=rec["tokens_per_s"],
+               **({"mfu": rec["mfu"]} if "mfu" in rec else {}))
+
+
+# ---- TensorBoard (--tensorboard) -----------------------------------------------------------
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_writer_class():
+    """tensorboardX's SummaryWriter, or a UsageError saying how to install it."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise UsageError("--tensorboard needs the tensorboardX package: pip install tensorboardX "
+                         "(or pip install -e \".[tensorboard]\")") from None
+    return SummaryWriter
+
+
+def _open_tensorboard(cfg, start):
+    # purge_step: on --resume, the events logged after the checkpoint are dropped, as the
+    # log.jsonl lines are, so the curves show each step once
+    return tensorboard_writer_class()(os.path.join(cfg.out, TENSORBOARD_DIR),
+                                      purge_step=start or None, flush_secs=10)
+
+
+def _tensorboard_step(tb, rec):
+    step = rec["step"]
+    for key, tag in (("loss", "train/loss"), ("lr", "train/lr"), ("grad_norm", "train/grad_norm"),
+                     ("tokens_per_s", "train/tokens_per_s"), ("mfu", "train/mfu"),
+                     ("train_loss", "eval/train_loss"), ("val_loss", "eval/val_loss"),
+                     ("accuracy", "eval/accuracy")):
+        if rec.get(key) is not None:
+            tb.add_scalar(tag, float(rec[key]), step)
+    for group, vals in (rec.get("stats") or {}).items():
+        for key, v in vals.items():
+            if v is not None:
+                tb.add_scalar(f"stats/{key}/{group}", float(v), step)
 
 
 def _should_stop(run, rec, log):
@@ -448,57 +550,6 @@ def task_accuracy(model, task, device, n=None):
         idx = tensor(prompts, device=device)
         return model.generate(idx, n_new, temperature=0).numpy()[:, prompts.shape[1]:]
     return float(task.evaluate(predict, n=n))
-
-
-def plot_losses(out):
-    """loss.png: train loss (every step, smoothed) and val loss (at each eval)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    steps, losses, vs, vl = [], [], [], []
-    with open(os.path.join(out, "log.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            steps.append(r["step"])
-            losses.append(r["loss"])
-            if "val_loss" in r:
-                vs.append(r["step"])
-                vl.append(r["val_loss"])
-    if not steps:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, losses, lw=0.6, alpha=0.5, label="train (per step)")
-    w = max(1, len(losses) // 50)
-    if w > 1:
-        sm = np.convolve(losses, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1:], sm, lw=1.5, label=f"train ({w}-step mean)")
-    if vs:
-        ax.plot(vs, vl, "o-", label="val")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out, "loss.png")
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _progress(cfg, start):
-    if not cfg.progress:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=cfg.iters, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
 
 
 def _truncate_log(path, step):

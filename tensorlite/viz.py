@@ -158,26 +158,43 @@ def token_labels(tokenizer, ids):
     return out
 
 
-def plot_attention(maps, tokens, path, batch_index=0):
-    """A PNG grid of attention maps (layers down, heads across), tokens on the axes:
-    row = the query token, column = the key token it attends to."""
+def plot_attention(maps, tokens, path, batch_index=0, title=None):
+    """A PNG grid of attention maps (layers down, heads across) with one shared colorbar:
+    row = the query token, column = the key token it attends to. Token labels run along
+    the left column (queries) and the bottom row (keys), so the panels between stay clear."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     L, _, H, T, _ = maps.shape
-    cell = max(1.6, 0.22 * T)
-    fig, axes = plt.subplots(L, H, figsize=(cell * H + 1, cell * L + 0.6), squeeze=False)
+    cell = min(4.0, max(1.8, 0.2 * T))
+    step = max(1, -(-T // 40))  # past ~40 labels a side they overlap: label every k-th
+    ticks = list(range(0, T, step))
+    fig, axes = plt.subplots(L, H, figsize=(cell * H + 2.2, cell * L + 1.4), squeeze=False,
+                             layout="constrained")
     for layer in range(L):
         for head in range(H):
             ax = axes[layer][head]
-            ax.imshow(maps[layer, batch_index, head], vmin=0.0, vmax=1.0, cmap="viridis")
-            ax.set_xticks(range(T))
-            ax.set_yticks(range(T))
-            ax.set_xticklabels(tokens, fontsize=7, rotation=90)
-            ax.set_yticklabels(tokens, fontsize=7)
-            ax.set_title(f"layer {layer}, head {head}", fontsize=8)
-    fig.suptitle("attention (row: query token, column: key token)", fontsize=9)
-    fig.tight_layout()
+            im = ax.imshow(maps[layer, batch_index, head], vmin=0.0, vmax=1.0, cmap="viridis",
+                           interpolation="nearest")
+            ax.set_xticks(ticks)
+            ax.set_yticks(ticks)
+            ax.tick_params(length=2, labelsize=7)
+            if layer == L - 1:
+                ax.set_xticklabels([tokens[i] for i in ticks], rotation=90)
+            else:
+                ax.set_xticklabels([])
+            if head == 0:
+                ax.set_yticklabels([tokens[i] for i in ticks])
+                ax.set_ylabel(f"layer {layer}", fontsize=9)
+            else:
+                ax.set_yticklabels([])
+            if layer == 0:
+                ax.set_title(f"head {head}", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=min(1.0, 0.9 / L ** 0.5 + 0.1), pad=0.02,
+                 label="attention probability")
+    fig.suptitle(title or "attention", fontsize=10)
+    fig.supxlabel("key token (attended to)", fontsize=9)
+    fig.supylabel("query token (attending)", fontsize=9)
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
@@ -195,4 +212,9 @@ def inspect_attention(out, prompt, png=None, device="cpu"):
     ids = tok.encode(prompt)[-model.config.block_size:]
     from .factories import tensor as make_tensor
     maps = attention_maps(model, make_tensor(np.asarray([ids], dtype=np.int64), device=device))
-    return plot_attention(maps, token_labels(tok, ids), png or os.path.join(out, "attention.png"))
+    return plot_attention(maps, token_labels(tok, ids), png or os.path.join(out, "attention.png"),
+                          title=f"attention of {out} on {_clip(prompt)!r}")
+
+
+def _clip(text, n=60):
+    return text if len(text) <= n else text[:n - 3] + "..."

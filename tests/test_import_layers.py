@@ -27,7 +27,8 @@ LAYERS = [
                 "tensorlite.pretrained"]),
     ("tools", ["tensorlite.op_costs", "tensorlite.profiler", "tensorlite.summary",
                "tensorlite.stats", "tensorlite.viz", "tensorlite.checkpoint",
-               "tensorlite.finetune", "tensorlite.train", "tensorlite.generate"]),
+               "tensorlite.finetune", "tensorlite.train", "tensorlite.generate",
+               "tensorlite.plots", "tensorlite.progress"]),
     ("command", ["tensorlite.cli", "tensorlite.__main__"]),
     ("package", ["tensorlite"]),
 ]

@@ -41,13 +41,13 @@ def test_every_forward_and_backward_op_is_recorded(step_profile):
     n_linear = 4 * CFG.n_layer + 1  # c_attn, attn.c_proj, c_fc, mlp.c_proj per block + lm_head
     assert r[("Matmul", "forward")].calls == n_linear
     assert r[("Matmul", "backward")].calls == n_linear
-    assert r[("LayerNorm", "forward")].calls == 2 * CFG.n_layer + 1
+    assert r[("FusedLayerNorm", "forward")].calls == 2 * CFG.n_layer + 1
     # the blocks' self-attention: one fused op from the packed q/k/v projection
-    assert r[("PackedSelfAttention", "backward")].calls == CFG.n_layer
-    assert r[("CrossEntropy", "forward")].calls == 1
+    assert r[("FusedPackedSelfAttention", "backward")].calls == CFG.n_layer
+    assert r[("FusedCrossEntropy", "forward")].calls == 1
     fused = provider_name("cpu")
-    assert r[("LayerNorm", "forward")].provider == fused
-    assert r[("LayerNorm", "backward")].provider == fused
+    assert r[("FusedLayerNorm", "forward")].provider == fused
+    assert r[("FusedLayerNorm", "backward")].provider == fused
     assert r[("Matmul", "forward")].provider == "-"
     assert all(e.dur_ns >= 0 and e.start_ns >= 0 for e in prof.events)
 
@@ -98,7 +98,7 @@ def test_chrome_trace_is_valid_json_with_forward_and_backward_events(step_profil
         assert {"name", "ph", "ts", "dur", "pid", "tid", "args"} <= set(e)
         assert e["dur"] >= 0
     names = {e["name"] for e in ops}
-    assert {"Matmul", "MatmulBackward", "LayerNorm", "LayerNormBackward"} <= names
+    assert {"Matmul", "MatmulBackward", "FusedLayerNorm", "FusedLayerNormBackward"} <= names
     assert {e["cat"] for e in ops} == {"forward", "backward"}
     ts = [e["ts"] for e in ops]
     assert ts == sorted(ts)

@@ -220,3 +220,152 @@ def test_device_cuda_without_a_gpu(tmp_path, capsys, text_file, monkeypatch):
     expect_usage_error(["train", "--data", text_file, "--out", str(tmp_path / "o"), "--device", "cuda"]
                        + QUICK, capsys, "cuda")
     assert not os.path.exists(tmp_path / "o")
+
+
+# ---- progress where no terminal is ------------------------------------------------------
+
+NO_BAR = [a for a in QUICK if a != "--no-progress"]
+
+
+def test_without_a_terminal_progress_is_a_few_plain_lines(tmp_path, text_file, capsys):
+    out = str(tmp_path / "log")
+    code, stdout, stderr = run_cli(["train", "--data", text_file, "--out", out, "--iters", "200",
+                                    "--block-size", "8"] + NO_BAR + ["--eval-every", "100"], capsys)
+    assert code == 0
+    assert "\r" not in stdout and "\r" not in stderr
+    steps = [ln for ln in stdout.splitlines() if ln.startswith("step ") and "/200" in ln]
+    assert 10 <= len(steps) <= 40, stdout
+    assert len(stdout.splitlines()) + len(stderr.splitlines()) < 200 // 3
+    first, last = steps[0].split(), steps[-1].split()
+    assert first[:2] == ["step", "1/200"] and "loss" in first and "eta" in first
+    assert last[:2] == ["step", "200/200"] and "took" in last
+    assert "tok/s" in steps[-1] and "lr" in steps[-1]
+
+
+def test_progress_none_prints_evaluations_only(tmp_path, text_file, capsys):
+    code, stdout, stderr = run_cli(["train", "--data", text_file, "--out", str(tmp_path / "n"),
+                                    "--iters", "10", "--block-size", "8", "--progress", "none"]
+                                   + NO_BAR, capsys)
+    assert code == 0 and "/10 " not in stdout and "\r" not in stderr
+    assert "step 5: train_loss" in stdout and "step 10: train_loss" in stdout
+
+
+def test_log_progress_paces_its_lines():
+    from tensorlite.progress import LogProgress, format_duration, make_progress, resolve_mode
+    lines, now = [], [0.0]
+    p = LogProgress(1000, 0, lines.append, "step", None, 10.0, lambda: now[0])
+    for s in range(1, 1001):
+        now[0] += 0.001
+        p.update(s, loss=2.0, tok_s=5000.0)
+    assert len(lines) == 21 and lines[0].startswith("step 1/1000 loss 2.0000 tok/s 5,000 eta")
+    lines.clear()
+    p = LogProgress(10, 0, lines.append, "step", 1000, 10.0, lambda: now[0])
+    for s in range(1, 11):
+        now[0] += 6.0  # slow steps: a line at least every 10 seconds
+        p.update(s, loss=1.0)
+    assert [ln.split()[1] for ln in lines] == ["1/10", "3/10", "5/10", "7/10", "9/10", "10/10"]
+    assert format_duration(62) == "1m02s" and format_duration(7500) == "2h05m"
+
+    class Tty:
+        def isatty(self):
+            return True
+    assert resolve_mode("auto", Tty()) == "bar" and resolve_mode("auto", open(os.devnull)) == "log"
+    assert resolve_mode(False) == "none" and resolve_mode(True, Tty()) == "bar"
+    with pytest.raises(ValueError):
+        resolve_mode("loud")
+    assert make_progress("none", 5).kind == "none"
+
+
+# ---- eval --split, generate's headers ---------------------------------------------------
+
+def test_eval_scores_the_runs_own_split(trained, capsys):
+    out, data = trained
+    res = {}
+    for split in ("train", "val", "all"):
+        code, s, err = run_cli(["eval", "--out", out, "--data", data, "--split", split], capsys)
+        assert code == 0, err
+        res[split] = json.loads(s)
+        assert res[split]["split"] == split
+    code, s, _ = run_cli(["eval", "--out", out], capsys)   # default: the run's file, its val split
+    assert code == 0 and json.loads(s) == res["val"]
+    from tensorlite.data.text import split_train_val
+    from tensorlite.generate import load_run
+    _, tok, _ = load_run(out)
+    ids = tok.encode(open(data, encoding="utf-8").read())
+    tr, va = split_train_val(np.arange(len(ids)))
+    T = 16
+    assert res["val"]["tokens"] == (len(va) - 1) // T * T
+    assert res["train"]["tokens"] == (len(tr) - 1) // T * T
+    assert res["all"]["tokens"] == (len(ids) - 1) // T * T
+
+
+def test_eval_shows_progress_on_stderr_only(trained, capsys):
+    out, data = trained
+    code, s, err = run_cli(["eval", "--out", out, "--data", data, "--split", "all",
+                            "--batch-size", "2"], capsys)
+    assert code == 0
+    json.loads(s)  # stdout holds the result alone
+    assert "batch 1/" in err and "\r" not in err
+
+
+def test_eval_of_a_split_too_short_for_a_block(trained, tmp_path, capsys):
+    out, _ = trained
+    p = tmp_path / "short.txt"
+    p.write_text(TEXT[:150])
+    expect_usage_error(["eval", "--out", out, "--data", str(p), "--split", "val"], capsys,
+                       "val split", "tokens")
+
+
+def test_generate_prints_each_header_before_its_sample(trained, capsys):
+    out, _ = trained
+    code, s, _ = run_cli(["generate", "--out", out, "--prompt", "First", "--max-new-tokens", "12",
+                          "--num-samples", "3", "--seed", "1"], capsys)
+    assert code == 0
+    assert s.startswith("---- sample 1 ----\nFirst")
+    parts = s.split("---- sample ")
+    assert [p.split(" ----\n")[0] for p in parts[1:]] == ["1", "2", "3"]
+    for p in parts[1:]:
+        assert p.split(" ----\n", 1)[1].startswith("First")
+    assert not s.rstrip().endswith("----")
+
+
+# ---- --tensorboard -----------------------------------------------------------------------
+
+def read_events(folder):
+    """{tag: [(step, value)]} from tensorboard event files, read record by record."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    tags = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            data = f.read()
+        i = 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            ev = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in ev.summary.value:
+                tags.setdefault(v.tag, []).append((ev.step, v.simple_value))
+    return tags
+
+
+def test_tensorboard_events_are_written(tmp_path, text_file):
+    pytest.importorskip("tensorboardX")
+    out = str(tmp_path / "tb")
+    assert main(["train", "--data", text_file, "--out", out, "--iters", "6", "--block-size", "8",
+                 "--tensorboard", "--log-stats", "--stats-every", "3"] + QUICK) == 0
+    tags = read_events(os.path.join(out, "tensorboard"))
+    assert [s for s, _ in tags["train/loss"]] == list(range(1, 7))
+    losses = [r["loss"] for r in log_records(out)]
+    assert [v for _, v in tags["train/loss"]] == pytest.approx(losses, rel=1e-6)
+    for tag in ("train/lr", "train/grad_norm", "train/tokens_per_s", "eval/val_loss",
+                "stats/grad_norm/transformer.h.0"):
+        assert tag in tags, sorted(tags)
+
+
+def test_tensorboard_without_the_package_says_how_to_install_it(tmp_path, text_file, capsys,
+                                                                 monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    expect_usage_error(["train", "--data", text_file, "--out", str(tmp_path / "o"),
+                        "--tensorboard"] + QUICK, capsys, "pip install tensorboardX")
+    assert not os.path.exists(tmp_path / "o")

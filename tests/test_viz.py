@@ -51,9 +51,9 @@ def test_graph_of_a_linear_layer_names_parameters_and_shows_providers():
     flow = {(first_line(x), first_line(y)) for x, y in edges}
     # y = x W^T + b: the weight is transposed (a Permute) before the matmul
     assert {("weight", "Permute"), ("Permute", "Matmul"), ("Matmul", "Add"), ("bias", "Add"),
-            ("Add", "Softmax"), ("Softmax", "Sum")} <= flow
-    softmax = next(v for v in labels.values() if v.startswith("Softmax"))
-    assert softmax == f"Softmax\\n[{tl.get_kernels() or _default_provider()}]\\n(4, 2)"
+            ("Add", "FusedSoftmax"), ("FusedSoftmax", "Sum")} <= flow
+    softmax = next(v for v in labels.values() if v.startswith("FusedSoftmax"))
+    assert softmax == f"FusedSoftmax\\n[{tl.get_kernels() or _default_provider()}]\\n(4, 2)"
     weight = next(v for v in labels.values() if v.startswith("weight"))
     assert weight == "weight\\n(2, 3)"
     # a Module works as params too; unnamed leaves are "leaf"
