@@ -8,9 +8,3 @@ Without a GPU, set TRITON_INTERPRET=1 before the kernel modules are imported and
 same kernels run on NumPy arrays through Triton's interpreter (see _launch.py).
 """
 
-
-def __getattr__(name):
-    if name == "provider":
-        from . import provider
-        return provider
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -61,7 +61,7 @@ def _load_cpp():
 
 
 def _load_triton():
-    if "tensorlite.kernels" not in sys.modules:
+    if "tensorlite.kernels.provider" not in sys.modules:
         from .device import cuda_unavailable_reason, emulating_cuda
         if (emulating_cuda() or cuda_unavailable_reason() is not None) \
                 and os.environ.get("TRITON_INTERPRET") != "1":

@@ -1,7 +1,10 @@
 """GPT: a decoder-only transformer (GPT-2 / nanoGPT architecture), built only from
-tensorlite modules. State-dict keys follow GPT-2/nanoGPT naming."""
+tensorlite modules. State-dict keys follow GPT-2/nanoGPT naming.
+
+GPT.from_pretrained(folder) / model.save_pretrained(folder) read and write Hugging Face
+GPT-2 folders (tensorlite/pretrained/gpt2.py; docs/PRETRAINED.md)."""
 import dataclasses
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -19,6 +22,19 @@ from ..nn.transformer import Block
 
 @dataclass
 class GPTConfig:
+    """The model's shape and its choices. The defaults are GPT-2 small's, except:
+
+    vocab_size 50304: GPT-2's 50257 padded up to a multiple of 64 (nanoGPT's choice; the
+        extra rows are never produced by the tokenizer and only cost a little memory).
+        from_pretrained takes the folder's vocab_size (50257 for GPT-2).
+    activation "gelu_tanh": GELU's tanh approximation, the one GPT-2 was trained with (HF's
+        "gelu_new"); "gelu" is the exact erf GELU, "relu" a ReLU.
+    layer_norm_eps 1e-5: GPT-2's (and PyTorch's default).
+    tie_word_embeddings True: lm_head shares wte's weight, as in GPT-2.
+    n_inner None: the MLP is 4 * n_embd wide; an int sets its width.
+
+    Configs saved before these fields existed load with these defaults, which are exactly
+    the behaviour they were trained with."""
     vocab_size: int = 50304
     block_size: int = 1024
     n_layer: int = 12
@@ -26,6 +42,10 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True
+    activation: str = "gelu_tanh"
+    layer_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+    n_inner: int | None = None
 
     def to_dict(self):
         return asdict(self)
@@ -39,7 +59,11 @@ class GPTConfig:
 
 
 class GPT(Module):
-    def __init__(self, config):
+    config_class = GPTConfig  # what tensorlite.pretrained builds from a folder's config.json
+
+    def __init__(self, config, init_weights=True):
+        """init_weights=False leaves the layers' default init and skips GPT-2's (about half
+        the construction time of a large model): for weights about to be overwritten."""
         super().__init__()
         if config.n_embd % config.n_head:
             raise ValueError(f"GPTConfig: n_embd ({config.n_embd}) must be divisible by n_head "
@@ -51,12 +75,29 @@ class GPT(Module):
             wpe=Embedding(c.block_size, c.n_embd),
             drop=Dropout(c.dropout),
             h=ModuleList([Block(c.n_embd, c.n_head, bias=c.bias, dropout=c.dropout, causal=True,
-                                prenorm=True, approximate="tanh") for _ in range(c.n_layer)]),
-            ln_f=LayerNorm(c.n_embd, bias=c.bias),
+                                prenorm=True, activation=c.activation,
+                                layer_norm_eps=c.layer_norm_eps, hidden=c.n_inner)
+                          for _ in range(c.n_layer)]),
+            ln_f=LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias),
         ))
         self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
-        init.gpt2_init_(self, c.n_layer)
+        if c.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
+        if init_weights:
+            init.gpt2_init_(self, c.n_layer)
+
+    # ---- Hugging Face folders -------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path):
+        """A GPT from a local Hugging Face GPT-2 folder (config.json + model.safetensors or
+        a sharded index), in eval mode. tensorlite never downloads: see docs/PRETRAINED.md."""
+        from ..pretrained import gpt2
+        return gpt2.load(cls, path)
+
+    def save_pretrained(self, path):
+        """Write config.json + model.safetensors in the layout GPT2LMHeadModel loads."""
+        from ..pretrained import gpt2
+        gpt2.save(self, path)
 
     def forward(self, idx, targets=None, kv_cache=None):
         """idx: (B, T) token ids. Returns (logits (B, T, V), loss or None).
