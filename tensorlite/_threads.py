@@ -52,17 +52,25 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
     _n[0] = n
-    from .backend.providers import cpp_available
-    if cpp_available():
-        from . import _C
-        _C.set_num_threads(n)
+    ext = _extension()
+    if ext is not None:
+        ext.set_num_threads(n)
     for fn in _blas_setters():
         fn(n)
 
 
 def get_num_threads():
-    from .backend.providers import cpp_available
-    if cpp_available():
-        from . import _C
-        return _C.get_num_threads()
+    ext = _extension()
+    if ext is not None:
+        return ext.get_num_threads()
     return _n[0] or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+
+
+def _extension():
+    """tensorlite._C, or None where it is not built. Only an availability probe, like the
+    provider registry's cpp_available (a layer above this one, which cannot be imported here)."""
+    try:
+        from . import _C
+    except ImportError:
+        return None
+    return _C

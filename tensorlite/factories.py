@@ -5,8 +5,10 @@ import numpy as np
 
 from . import _dtype as dt
 from .backend.device import as_device, xp_for, xp_of, to_numpy
+from ._tensor.operators import where as _where3
+from ._tensor.shape import _shape_arg
 from .random import _draw
-from .tensor import Tensor, _shape_arg
+from .tensor import Tensor
 
 
 def _finish(a, device, requires_grad):
@@ -204,21 +206,7 @@ def stack(tensors, dim=0):
 
 def where(condition, input=None, other=None):  # noqa: A002
     """where(cond, a, b): a where cond else b (broadcast); where(cond): indices of True."""
-    from .ops.elementwise import Where
-    from .ops._util import broadcast_shape
-    from .tensor import _kind
     if input is None and other is None:
         return tuple(Tensor._make(xp_of(i).asarray(i, dtype=np.int64), condition.device)
                      for i in xp_of(condition._data).nonzero(condition._data))
-    if condition.dtype is not dt.bool_:
-        raise TypeError(f"where: condition must be a bool tensor, got {condition.dtype}")
-    like = input if isinstance(input, Tensor) else other
-    res = dt.result_type(_kind(input), _kind(other))
-
-    def lift(v):
-        if isinstance(v, Tensor):
-            return v if v.dtype is res else v.to(res)
-        return Tensor._make(xp_of(like._data).asarray(v, dtype=res.np), like.device)
-    a, b = lift(input), lift(other)
-    broadcast_shape(broadcast_shape(condition.shape, a.shape, "where"), b.shape, "where")
-    return Where.apply(condition, a, b)
+    return _where3(condition, input, other)

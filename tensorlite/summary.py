@@ -18,8 +18,12 @@ import types
 
 import numpy as np
 
+from . import _dtype as dt
 from .autograd.grad_mode import no_grad
 from .backend.device import as_device, xp_for
+from .factories import randn, zeros
+from .nn.module import Module
+from .tensor import Tensor
 
 
 class ModelSummary:
@@ -80,13 +84,11 @@ def summary(model, input_shape, dtype=None, device=None, depth=3, peak_flops=Non
     a vocabulary (a GPT's token ids), float32 otherwise. With peak_flops (FLOP/s, e.g.
     measure_peak_flops()) MFU is reported, for step_time (seconds per forward +
     backward) if given, else for one timed forward + backward run here."""
-    import tensorlite as tl
-    from .nn.module import Module
     if not isinstance(model, Module):
         raise TypeError(f"summary: expected a tensorlite Module, got {type(model).__name__}")
     input_shape = tuple(int(s) for s in input_shape)
     is_tokens = dtype is None and hasattr(getattr(model, "config", None), "vocab_size")
-    dtype = tl.int64 if is_tokens else (dtype or tl.float32)
+    dtype = dt.int64 if is_tokens else (dtype or dt.float32)
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else "cpu"
@@ -130,15 +132,12 @@ def summary(model, input_shape, dtype=None, device=None, depth=3, peak_flops=Non
 
 
 def _example_input(shape, dtype, device):
-    import tensorlite as tl
     if dtype.is_floating_point:
-        return tl.randn(*shape, dtype=dtype, device=device)
-    return tl.zeros(*shape, dtype=dtype, device=device)  # token 0 exists in every vocabulary
+        return randn(*shape, dtype=dtype, device=device)
+    return zeros(*shape, dtype=dtype, device=device)  # token 0 exists in every vocabulary
 
 
 def _recorder(name, is_leaf, outputs, act_bytes):
-    from .tensor import Tensor
-
     def hook(module, args, out):
         tensors = [t for t in (out if isinstance(out, tuple) else (out,)) if isinstance(t, Tensor)]
         if name not in outputs and tensors:

@@ -11,9 +11,16 @@ import numpy as _np
 
 from . import grad_mode
 
-_Tensor = None  # set by tensorlite.tensor, which imports this module first
 # the active tensorlite.profiler.profile, or None: read once per op, so off costs one global load
 _profiler = None
+
+
+class TensorBase:
+    """The base class of tensorlite.Tensor: what the graph knows of a tensor, so that this
+    layer never needs the Tensor class itself. apply() recognises its tensor arguments by
+    this class, reads _data, _device, _requires_grad, grad_fn, _version and _acc from them,
+    and builds its output with the first one's _make(array, device)."""
+    __slots__ = ()
 
 
 class VersionCounter:
@@ -93,13 +100,15 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        Tensor = _Tensor
+        base = TensorBase
+        first = None
         device = None
         raw = []
         needs = []
         for a in args:
-            if isinstance(a, Tensor):
-                if device is None:
+            if isinstance(a, base):
+                if first is None:
+                    first = a
                     device = a._device
                 elif a._device != device:
                     raise RuntimeError(
@@ -110,6 +119,8 @@ class Function:
             else:
                 raw.append(a)
                 needs.append(False)
+        if first is None:  # the result's class comes from a tensor argument
+            raise TypeError(f"{cls.__name__}.apply: expected at least one tensor argument")
         record = grad_mode.is_grad_enabled() and any(needs)
         ctx = Context()
         ctx.needs_input_grad = tuple(needs)
@@ -124,7 +135,7 @@ class Function:
         # an integer or bool result (x.long(), a cast of a tensor that requires grad) has no
         # gradient: leave it out of the graph instead of failing to make it require grad
         record = record and out.dtype.kind == "f"
-        result = Tensor._make(out, getattr(ctx, "out_device", device))
+        result = first._make(out, getattr(ctx, "out_device", device))
         if grad_mode.is_anomaly_enabled():
             _check_finite(out, f"{cls.__name__} forward")
         if record:
@@ -139,7 +150,7 @@ class Function:
                         versions.append((result._version, result._version.value, cls))
                         continue
                     for a in args:
-                        if isinstance(a, Tensor) and a._data is s:
+                        if isinstance(a, base) and a._data is s:
                             versions.append((a._version, a._version.value, cls))
                             break
                 node.saved_versions = versions

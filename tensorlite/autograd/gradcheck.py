@@ -1,6 +1,10 @@
 """Compare analytic gradients with central finite differences, in float64."""
 import numpy as np
 
+from .api import grad as autograd_grad
+from .function import TensorBase
+from .grad_mode import no_grad
+
 
 class GradcheckError(AssertionError):
     pass
@@ -13,11 +17,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
     (f(x + eps) - f(x - eps)) / (2 eps). Inputs must be float64 (a float32 check would
     measure rounding, not the derivative). max_entries: check a random subset of entries.
     Returns True, or raises GradcheckError naming the input, the worst entry and both values."""
-    from ..tensor import Tensor
-    from . import grad as autograd_grad
-    from .grad_mode import no_grad
     inputs = tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,)
-    check = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    check = [i for i, x in enumerate(inputs) if isinstance(x, TensorBase) and x.requires_grad]
     if not check:
         raise ValueError("gradcheck: no input requires grad")
     for i in check:
@@ -26,7 +27,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
     rng = np.random.default_rng(seed)
     out = fn(*inputs)
     r = rng.standard_normal(out.shape)
-    weight = Tensor._make(np.asarray(r, dtype=np.float64), out.device)
+    weight = out._make(np.asarray(r, dtype=np.float64), out.device)
 
     def scalar():
         with no_grad():

@@ -39,13 +39,12 @@ def gpt2_init_(model, n_layer, std=0.02, residual_suffix="c_proj.weight"):
     """The GPT-2 scheme: every Linear/Embedding weight ~ N(0, 0.02), biases 0, LayerNorm
     (1, 0); weights that write into the residual stream (c_proj) get std 0.02/sqrt(2 n_layer)
     so the residual's variance does not grow with depth."""
-    from .layers import Linear, Embedding, LayerNorm
     for m in model.modules():
-        if isinstance(m, (Linear, Embedding)):
+        if _is_linear_or_embedding(m):
             normal_(m.weight, 0.0, std)
             if getattr(m, "bias", None) is not None:
                 zeros_(m.bias)
-        elif isinstance(m, LayerNorm):
+        elif _is_layer_norm(m):
             if m.weight is not None:
                 ones_(m.weight)
             if m.bias is not None:
@@ -53,3 +52,16 @@ def gpt2_init_(model, n_layer, std=0.02, residual_suffix="c_proj.weight"):
     for name, p in model.named_parameters():
         if name.endswith(residual_suffix):
             normal_(p, 0.0, std / math.sqrt(2 * n_layer))
+
+
+# The layers are recognised by the attributes that define them, not by class: layers.py
+# builds on this module (its layers initialise themselves with uniform_ and normal_), so
+# this one cannot import layers.py back.
+def _is_linear_or_embedding(m):
+    linear = hasattr(m, "in_features") and hasattr(m, "out_features")
+    embedding = hasattr(m, "num_embeddings") and hasattr(m, "embedding_dim")
+    return (linear or embedding) and hasattr(m, "weight")
+
+
+def _is_layer_norm(m):
+    return hasattr(m, "normalized_shape") and hasattr(m, "weight") and hasattr(m, "bias")

@@ -184,6 +184,3 @@ def adamw_step(device_type, params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, 
                    eps=eps, weight_decay=weight_decay, step=step)
     return name
 
-
-# old names, until tensor.py is updated
-Softmax, LogSoftmax, Gelu = FusedSoftmax, FusedLogSoftmax, FusedGelu
