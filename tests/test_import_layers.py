@@ -22,7 +22,7 @@ LAYERS = [
     ("tensor", ["tensorlite.tensor", "tensorlite._tensor"]),
     ("factories", ["tensorlite.factories", "tensorlite._functions", "tensorlite.cuda",
                    "tensorlite.serialization"]),
-    ("nn", ["tensorlite.nn", "tensorlite.optim"]),
+    ("nn", ["tensorlite.nn", "tensorlite.optim", "tensorlite.distributed", "tensorlite.utils"]),
     ("models", ["tensorlite.models", "tensorlite.tokenizers", "tensorlite.data",
                 "tensorlite.pretrained"]),
     ("tools", ["tensorlite.op_costs", "tensorlite.profiler", "tensorlite.summary",
