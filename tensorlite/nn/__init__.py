@@ -8,3 +8,7 @@ from .containers import Sequential, ModuleList, ModuleDict  # noqa: F401
 from .attention import MultiHeadAttention, CausalSelfAttention, KVCache  # noqa: F401
 from .transformer import MLP, Block  # noqa: F401
 from .utils import clip_grad_norm_  # noqa: F401
+from .multihead_attention import MultiheadAttention, MultiheadAttentionCache  # noqa: F401,E402
+from .encoder_decoder import (  # noqa: F401,E402
+    Transformer, TransformerEncoder, TransformerDecoder, TransformerEncoderLayer,
+    TransformerDecoderLayer, TransformerDecoderCache)
