@@ -44,3 +44,4 @@ from . import nn, optim, models  # noqa: E402,F401
 from .serialization import save, load  # noqa: E402,F401
 from . import profiler, summary, viz  # noqa: E402,F401 (study tools; tensorlite.summary is also callable)
 from .pretrained import from_pretrained  # noqa: E402,F401
+from . import distributed, utils  # noqa: E402,F401 (PyTorch's tensorlite.utils.data path)

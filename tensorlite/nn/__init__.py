@@ -12,3 +12,4 @@ from .multihead_attention import MultiheadAttention, MultiheadAttentionCache  # 
 from .encoder_decoder import (  # noqa: F401,E402
     Transformer, TransformerEncoder, TransformerDecoder, TransformerEncoderLayer,
     TransformerDecoderLayer, TransformerDecoderCache)
+from . import parallel  # noqa: F401,E402 (tensorlite.nn.parallel.DistributedDataParallel)
