@@ -28,7 +28,7 @@ LAYERS = [
     ("tools", ["tensorlite.op_costs", "tensorlite.profiler", "tensorlite.summary",
                "tensorlite.stats", "tensorlite.viz", "tensorlite.checkpoint",
                "tensorlite.finetune", "tensorlite.train", "tensorlite.generate",
-               "tensorlite.plots", "tensorlite.progress"]),
+               "tensorlite.plots", "tensorlite.progress", "tensorlite.train_config"]),
     ("command", ["tensorlite.cli", "tensorlite.__main__"]),
     ("package", ["tensorlite"]),
 ]

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ._io import TokenizerFileError, expect, read_typed, write_json_atomic
+from .bpe_folder import save_bpe_pretrained
 from .pretokenize import gpt2_pattern
 
 # The word cache is cleared when it reaches this many entries, so that encoding
@@ -124,6 +125,14 @@ class BPETokenizer:
     @property
     def merges(self) -> list[tuple[int, int, int]]:
         return list(self._merges)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The id of "<|endoftext|>" (GPT-2: 50256), or None if there is no such token.
+
+        As in Hugging Face's GPT2Tokenizer, encode() never adds it: append it yourself.
+        """
+        return self._special.get("<|endoftext|>")
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes a token stands for (a special token: its UTF-8 text)."""
@@ -397,6 +406,11 @@ class BPETokenizer:
 
     def save(self, path) -> None:
         write_json_atomic(path, self.to_dict())
+
+    def save_pretrained(self, directory) -> list:
+        """Write vocab.json + merges.txt + tokenizer_config.json, a folder that Hugging
+        Face's GPT2Tokenizer and tensorlite.tokenizers.from_pretrained both load."""
+        return save_bpe_pretrained(self, directory)
 
     @classmethod
     def load(cls, path) -> "BPETokenizer":
