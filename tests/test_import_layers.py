@@ -13,8 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The first prefix that matches a module's dotted name decides its layer.
 LAYERS = [
     ("base", ["tensorlite._dtype", "tensorlite.errors", "tensorlite.backend.device"]),
-    ("providers", ["tensorlite.reference", "tensorlite.kernels", "tensorlite.backend.cpp_provider",
-                   "tensorlite._C", "tensorlite._threads"]),
+    ("providers", ["tensorlite.reference", "tensorlite.kernels", "tensorlite._C",
+                   "tensorlite._threads"]),
     ("registry", ["tensorlite.backend"]),
     ("autograd", ["tensorlite.autograd"]),
     ("ops", ["tensorlite.ops"]),

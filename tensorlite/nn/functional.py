@@ -197,7 +197,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     if scale is None:
-        scale = 1.0 / math.sqrt(D)
+        scale = 1.0 / math.sqrt(D) if D > 0 else 1.0  # D = 0 is refused by the fused op
     mask = _attention_mask(attn_mask, q, B, H, Tq, Tk)
     if dropout_p > 0:
         warn_once("sdpa_dropout", "scaled_dot_product_attention: dropout_p > 0 runs the unfused "

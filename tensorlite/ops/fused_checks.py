@@ -117,6 +117,9 @@ def adamw(provider, params, grads, exp_avgs, exp_avg_sqs, lr, beta1, beta2, eps,
         if not math.isfinite(x):
             raise ValueError(f"{op}: {name} must be finite, got {x}")
     for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+        for name, a in (("params", p), ("grads", g), ("exp_avgs", m), ("exp_avg_sqs", v)):
+            if not (hasattr(a, "dtype") and hasattr(a, "shape") and hasattr(a, "flags")):
+                raise TypeError(f"{op}: {name}[{i}] must be an array, got {type(a).__name__}")
         floats(f"{op} (parameter {i})", provider, param=p, grad=g, exp_avg=m, exp_avg_sq=v)
         for name, a in (("grad", g), ("exp_avg", m), ("exp_avg_sq", v)):
             if a.shape != p.shape:
@@ -124,6 +127,6 @@ def adamw(provider, params, grads, exp_avgs, exp_avg_sqs, lr, beta1, beta2, eps,
                                  f"has shape {a.shape}")
         for name, a in (("param", p), ("exp_avg", m), ("exp_avg_sq", v)):
             # updated in place: a strided view would leave part of the parameter stale
-            if not a.flags.c_contiguous or not a.flags.writeable:
+            if not a.flags.c_contiguous or not getattr(a.flags, "writeable", True):
                 raise ValueError(f"{op}: parameter {i}'s {name} must be a contiguous, writeable "
                                  f"array (shape {a.shape})")

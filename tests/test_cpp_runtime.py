@@ -1,0 +1,147 @@
+"""The C++ extension's run-time settings, across its kernels (each op's own tests are in
+tests/test_fused_<op>.py): the thread count (OMP_NUM_THREADS, set_num_threads, results
+bitwise independent of it), the instruction-set variant the loader picked (and the lower
+ones, where the CPU and the build have them: a TL_NO_CLONES build has one variant), and
+the vectorised float32 exp every kernel uses."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tensorlite.reference as R
+
+from _fused_helpers import close, f64, load, needs_cpp
+
+pytestmark = needs_cpp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ISAS = ["avx512", "avx2", "base"]
+
+
+@pytest.fixture
+def C():
+    """tensorlite._C, with its thread count and instruction-set variant restored after."""
+    ext = load("cpp")
+    threads, isa = ext.get_num_threads(), ext._isa()
+    yield ext
+    ext.set_num_threads(threads)
+    ext._set_isa(isa)
+
+
+def row_ops(C, x, w, tg):
+    """Every row-wise kernel, forward and backward, on (x, w, targets)."""
+    y, mean, rstd = C.layer_norm_forward(x, w, w, 1e-5)
+    loss, lse = C.cross_entropy_forward(x, tg, -100, 0.1)
+    return [C.softmax_forward(x), C.log_softmax_backward(x, x), y, mean, rstd,
+            *C.layer_norm_backward(x, x, w, mean, rstd), loss, lse,
+            C.cross_entropy_backward(x, tg, lse, loss, -100, 0.1),
+            C.gelu_forward(x, "none"), C.gelu_backward(x, x, "tanh")]
+
+
+def row_ops_reference(x, w, tg):
+    x, w = f64(x), f64(w)
+    y, mean, rstd = R.layer_norm_forward(x, w, w, 1e-5)
+    loss, lse = R.cross_entropy_forward(x, tg, -100, 0.1)
+    return [R.softmax_forward(x), R.log_softmax_backward(x, x), y, mean, rstd,
+            *R.layer_norm_backward(x, x, w, mean, rstd), loss, lse,
+            R.cross_entropy_backward(x, tg, lse, loss, -100, 0.1),
+            R.gelu_forward(x, "none"), R.gelu_backward(x, x, "tanh")]
+
+
+# ---------------------------------------------------------------- threads
+
+def test_thread_count_does_not_change_results(rng, C):
+    # big enough (> 2^17 elements) for the kernels to actually use both threads
+    x = rng.standard_normal((613, 300)).astype(np.float32)
+    w = rng.standard_normal(300).astype(np.float32)
+    tg = rng.integers(0, 300, 613)
+    C.set_num_threads(1)
+    assert C.get_num_threads() == 1
+    one = row_ops(C, x, w, tg)
+    C.set_num_threads(2)
+    assert C.get_num_threads() == 2
+    two = row_ops(C, x, w, tg)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_attention_thread_count_gives_identical_bits(C):
+    results = []
+    for n in (1, 2):
+        C.set_num_threads(n)
+        for shape in [(1, 1, 300, 300, 32), (2, 3, 70, 90, 16)]:  # many / one key group(s)
+            r = np.random.default_rng(1)
+            B, H, Tq, Tk, D = shape
+            q = r.standard_normal((B, H, Tq, D)).astype(np.float32)
+            k = r.standard_normal((B, H, Tk, D)).astype(np.float32)
+            v = r.standard_normal((B, H, Tk, D)).astype(np.float32)
+            do = r.standard_normal(q.shape).astype(np.float32)
+            o, lse = C.attention_forward(q, k, v, None, True, 0.2)
+            results.append((o, lse) + tuple(C.attention_backward(q, k, v, o, lse, do, None,
+                                                                 True, 0.2)))
+    half = len(results) // 2
+    for one, two in zip(results[:half], results[half:]):
+        for a, b in zip(one, two):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_thread_count_defaults_to_omp_num_threads():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c",
+                          "from tensorlite import _C; print(_C.get_num_threads())"],
+                         capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    assert out.stdout.strip() == "1", out.stderr
+
+
+def test_set_num_threads_rejects_zero(C):
+    with pytest.raises(ValueError, match="set_num_threads"):
+        C.set_num_threads(0)
+
+
+# ---------------------------------------------------------------- instruction-set variants
+
+def test_the_loader_picks_a_known_variant(C):
+    best = C._isa()
+    assert best in ISAS
+    assert C._attention_isa() == best  # the older name, kept for the attention tests
+    assert C._set_isa("auto") == best and C._isa() == best
+
+
+def test_rejects_unknown_instruction_set(C):
+    with pytest.raises(ValueError, match="avx512"):
+        C._attention_set_isa("neon")
+    with pytest.raises(ValueError, match=r"_set_isa: expected 'auto', 'avx512', 'avx2' or "
+                                         r"'base', got 'neon'"):
+        C._set_isa("neon")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_row_op_on_every_variant(rng, C, isa, dtype):
+    try:
+        C._set_isa(isa)
+    except ValueError as e:  # a CPU without it, or a TL_NO_CLONES build with one variant
+        pytest.skip(str(e))
+    assert C._isa() == isa
+    x = rng.standard_normal((37, 70)).astype(dtype)  # rows with vector tails
+    w = rng.standard_normal(70).astype(dtype)
+    tg = rng.integers(0, 70, 37)
+    for got, want in zip(row_ops(C, x, w, tg), row_ops_reference(x, w, tg)):
+        close(got, want, dtype, scale=10)
+
+
+# ---------------------------------------------------------------- the float32 exp
+
+def test_float32_exp_is_accurate_across_its_range(C):
+    # log_softmax_backward with sum(dy) = 1 and dy = 0 elsewhere returns -exp(y): a
+    # direct look at the kernels' vectorised float32 exp
+    y = np.concatenate([[0.0], np.linspace(-87.0, 0.0, 100001)]).astype(np.float32)[None, :]
+    dy = np.zeros_like(y)
+    dy[0, 0] = 1.0
+    got = -C.log_softmax_backward(y, dy)[0, 1:].astype(np.float64)
+    want = np.exp(y[0, 1:].astype(np.float64))
+    assert np.abs(got / want - 1).max() < 3e-7
+    assert C.log_softmax_backward(np.array([[0.0, -200.0]], np.float32),
+                                  np.array([[1.0, 0.0]], np.float32))[0, 1] == 0.0
