@@ -5,6 +5,7 @@ been checked. `tensorlite COMMAND --help` lists a command's options with their d
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from importlib import metadata
@@ -16,13 +17,39 @@ from .plots import DEFAULT_SMOOTH, plot_losses
 from .progress import MODES as PROGRESS_MODES, make_progress
 from .serialization import CheckpointError
 from .stats import plot_stats
-from .train import LIMITS, PRESETS, TrainConfig, limit_text, train
+from .train import LIMITS, PRESETS, TrainConfig, limit_text, resume_config, train
 from .viz import inspect_attention
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # what a config file may set: every TrainConfig field but the dict for callers' own use
 CONFIG_KEYS = sorted(k for k in _FIELDS if k != "extra")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block): "tensorlite train: error:
+    argument --iters: must be an integer, got '2.5'", exit code 2, before anything runs."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def _typed(kind, allowed=""):
+    """An argparse type that parses kind (int or float) and names what is allowed; ranges
+    and finiteness are checked with the rest of the config (train_config.LIMITS)."""
+    word = {int: "an integer", float: "a number"}[kind]
+
+    def parse(s):
+        try:
+            return kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {word}{allowed}, got {s!r}") from None
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _flag_type(dest, kind):
+    return _typed(kind, f" ({limit_text(dest)})" if dest in LIMITS else "")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -89,12 +116,16 @@ _TRAIN_OPTIONS = [
     ("--device", dict(choices=["cpu", "cuda"]), "where the model runs"),
     ("--kernels", dict(choices=["numpy", "cpp", "triton"]), "who runs the fused ops"),
     ("--out", dict(metavar="DIR"), "the run folder"),
-    ("--resume", dict(action="store_true"), "continue the run in --out, bit-exactly"),
+    ("--resume", dict(action="store_true"), "continue the run in --out from its newest "
+     "checkpoint, bit-exactly, with its own config.json (flags given override it; the model, "
+     "data and seed cannot change)"),
     ("--init-from", dict(metavar="DIR"), "fine-tune: start from the trained run in DIR (its "
      "weights, model config and tokenizer; a fresh optimizer); needs --data"),
     ("--log-stats", dict(action="store_true"), "log per-layer activation mean/std, gradient norm "
      "and update/weight ratio into log.jsonl (see tensorlite plot)"),
     ("--stats-every", dict(type=int, metavar="N"), "steps between --log-stats records"),
+    ("--keep-last", dict(type=int, metavar="N"), "complete checkpoints kept in OUT/checkpoints "
+     "(older ones are deleted once a newer one is saved)"),
     ("--mfu", dict(action="store_true"),
      "show model FLOPs utilisation against this machine's measured matmul peak"),
     ("--tensorboard", dict(action="store_true"), "also write loss, lr, gradient norm, tokens/s "
@@ -120,6 +151,7 @@ examples:
   tensorlite train                                        # the addition task, runs/default
   tensorlite train --config baby --data input.txt --out runs/baby
   tensorlite train --config my.toml --iters 500           # the file, with iters overridden
+  tensorlite train --out runs/baby --resume --iters 4000  # continue a run, for longer
 """
 
 
@@ -139,6 +171,8 @@ def _add_train(sub):
                      help=_train_help("task", "a built-in task", {}))
     for flag, kw, text in _TRAIN_OPTIONS:
         dest = flag[2:].replace("-", "_")
+        if kw.get("type") in (int, float):
+            kw = dict(kw, type=_flag_type(dest, kw["type"]))
         p.add_argument(flag, dest=dest, help=_train_help(dest, text, kw), **kw)
     p.add_argument("--progress", choices=PROGRESS_MODES, help="how progress is shown: auto = a "
                    "bar on a terminal, else log lines; log = a line every ~10 s or 5%% of the "
@@ -152,18 +186,19 @@ def _add_generate(sub):
                        description="Sample text from a trained run.", formatter_class=_HelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
     p.add_argument("--prompt", default="", help="text to continue (default: empty)")
-    p.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
+    p.add_argument("--max-new-tokens", type=_typed(int, " (>= 0)"), default=200, metavar="N",
                    help="tokens to sample per sample; >= 0")
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T",
-                   help="softmax temperature; 0 = greedy")
-    p.add_argument("--top-k", type=int, metavar="K",
-                   help="sample among the K likeliest tokens (default: all)")
-    p.add_argument("--top-p", type=float, metavar="P",
+    p.add_argument("--temperature", type=_typed(float, " (>= 0)"), default=0.8, metavar="T",
+                   help="softmax temperature; >= 0, 0 = greedy")
+    p.add_argument("--top-k", type=_typed(int, " (>= 1)"), metavar="K",
+                   help="sample among the K likeliest tokens; >= 1 (default: all)")
+    p.add_argument("--top-p", type=_typed(float, " (0 < P <= 1)"), metavar="P",
                    help="nucleus sampling: the smallest set of tokens holding P of the "
                    "probability; 0 < P <= 1 (default: off)")
-    p.add_argument("--num-samples", type=int, default=1, metavar="N",
+    p.add_argument("--num-samples", type=_typed(int, " (>= 1)"), default=1, metavar="N",
                    help="samples, each under a '---- sample N ----' header when N > 1; >= 1")
-    p.add_argument("--seed", type=int, help="seed of the sampling (default: unseeded)")
+    p.add_argument("--seed", type=_typed(int, " (>= 0)"),
+                   help="seed of the sampling; >= 0 (default: unseeded)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute every step (no KV cache): slower, same samples")
@@ -180,9 +215,10 @@ def _add_eval(sub):
     p.add_argument("--split", choices=["train", "val", "all"], default="val",
                    help="which part of the file: the run's train or val split (the last 10%% of "
                    "its tokens), or all of it")
-    p.add_argument("--block-size", type=int, metavar="N",
-                   help="tokens per block; <= the model's (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="blocks per forward pass")
+    p.add_argument("--block-size", type=_typed(int, " (>= 1)"), metavar="N",
+                   help="tokens per block; >= 1 and <= the model's (default: the model's)")
+    p.add_argument("--batch-size", type=_typed(int, " (>= 1)"), default=8, metavar="N",
+                   help="blocks per forward pass; >= 1")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     p.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
                    help="progress on stderr: auto = a bar on a terminal, else log lines")
@@ -202,13 +238,12 @@ def _add_study(sub):
                        description="Redraw a run's loss.png (and stats.png for a --log-stats run) "
                        "from its log.jsonl.", formatter_class=_HelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
-    p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH, metavar="B",
+    p.add_argument("--smooth", type=_typed(float, " (0 <= B < 1)"), default=DEFAULT_SMOOTH, metavar="B",
                    help="EMA smoothing of the per-step train loss; 0 <= B < 1, 0 = raw only")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="tensorlite", description=__doc__,
-                                     formatter_class=_HelpFormatter)
+    parser = _Parser(prog="tensorlite", description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
                         help="print tensorlite's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
@@ -318,16 +353,23 @@ def _train_choices(parser):
 
 def cmd_train(a, parser):
     given = {k: v for k, v in vars(a).items() if k not in ("command", "config")}
-    kw = {}
+    kw, src = {}, None
     if getattr(a, "config", None) is not None:
         kw = load_config(a.config, _train_choices(parser))
         if "task" in given:  # --task and --data exclude each other, flag over file
             kw.pop("data", None)
         src = a.config if os.path.isfile(a.config) else f"recipe {a.config}"
-        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
-        kw["extra"] = {"source": src + (f" + flags {flags}" if flags else "")}
     kw.update(given)
-    cfg = TrainConfig(**kw)
+    flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+    if kw.get("resume"):
+        # the run's own config.json, and over it only what was given here (file or flags)
+        out = kw.pop("out", TrainConfig.out)
+        source = " + ".join(x for x in (src, flags and f"flags {flags}") if x)
+        cfg = resume_config(out, dict(kw, extra={"source": source}))
+    else:
+        if src is not None:
+            kw["extra"] = {"source": src + (f" + flags {flags}" if flags else "")}
+        cfg = TrainConfig(**kw)
     res = train(cfg)
     print(json.dumps({"out": cfg.out, **res}))
     if "accuracy" in res:
@@ -335,12 +377,26 @@ def cmd_train(a, parser):
     return 0
 
 
+def _check_sampling(a):
+    if a.max_new_tokens < 0:
+        raise UsageError(f"--max-new-tokens must be >= 0, got {a.max_new_tokens}")
+    if a.num_samples < 1:
+        raise UsageError(f"--num-samples must be >= 1, got {a.num_samples}")
+    if not (math.isfinite(a.temperature) and a.temperature >= 0):
+        raise UsageError(f"--temperature must be a finite number >= 0, got {a.temperature}")
+    if a.top_k is not None and a.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {a.top_k}")
+    if a.top_p is not None and not (math.isfinite(a.top_p) and 0 < a.top_p <= 1):
+        raise UsageError(f"--top-p must be 0 < P <= 1, got {a.top_p}")
+    if a.seed is not None and a.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {a.seed}")
+
+
 def cmd_generate(a, parser):
+    _check_sampling(a)
     if a.device == "cuda":
         _need_cuda()
     model, tok, _ = load_run(a.out, a.device)
-    if a.max_new_tokens < 0 or a.num_samples < 1:
-        raise UsageError("--max-new-tokens must be >= 0 and --num-samples >= 1")
     # fail on unknown characters before printing anything
     tok.encode(a.prompt)
     if a.num_samples > 1:
@@ -362,6 +418,10 @@ def cmd_generate(a, parser):
 
 
 def cmd_eval(a, parser):
+    if a.block_size is not None and a.block_size < 1:
+        raise UsageError(f"--block-size must be >= 1, got {a.block_size}")
+    if a.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {a.batch_size}")
     if a.device == "cuda":
         _need_cuda()
     model, tok, config = load_run(a.out, a.device)
@@ -388,10 +448,10 @@ def cmd_inspect(a, parser):
 
 
 def cmd_plot(a, parser):
-    if not os.path.isfile(os.path.join(a.out, "log.jsonl")):
-        raise FileNotFoundError(f"{a.out} holds no training log (log.jsonl)")
     if not 0.0 <= a.smooth < 1.0:
         raise UsageError(f"--smooth must be 0 <= B < 1, got {a.smooth}")
+    if not os.path.isfile(os.path.join(a.out, "log.jsonl")):
+        raise FileNotFoundError(f"{a.out} holds no training log (log.jsonl)")
     for path in (plot_losses(a.out, smooth=a.smooth), plot_stats(a.out)):
         if path:
             print(path)
@@ -423,6 +483,11 @@ def main(argv=None):
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"tensorlite {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine's fault, not the input's (a full disk): no traceback
+        if os.environ.get("TENSORLITE_DEBUG"):
+            raise
+        print(f"tensorlite {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,9 +22,12 @@ def prepare_init_from(cfg, given):
     src = cfg.init_from
     if cfg.data is None:
         raise UsageError("--init-from needs --data: the text file to fine-tune on")
-    for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.TOKENIZER):
+    for name in (ckpt.CONFIG, ckpt.TOKENIZER):
         if not os.path.isfile(os.path.join(src, name)):
             raise UsageError(f"--init-from: {src} holds no trained run (no {name})")
+    if ckpt.latest_checkpoint(src) is None:
+        raise UsageError(f"--init-from: {src} holds no trained run (no checkpoint in "
+                         f"{ckpt.CHECKPOINTS}/)")
     saved = ckpt.read_json(os.path.join(src, ckpt.CONFIG), "config")["model"]
     for k in _MODEL_KEYS:
         if getattr(given, k) is not None and getattr(given, k) != saved[k]:
@@ -58,8 +61,9 @@ def prepare_init_from(cfg, given):
 def load_init_weights(model, src):
     """Copy the weights of the run in src into model (position embeddings cropped to the
     model's block_size)."""
-    arrays, _ = ckpt.load_model_arrays(os.path.join(src, ckpt.MODEL))
+    path = ckpt.model_file(src)  # its newest complete checkpoint
+    arrays, _ = ckpt.load_model_arrays(path)
     key = "transformer.wpe.weight"
     if key in arrays:
         arrays[key] = arrays[key][:model.config.block_size]
-    model.load_state_dict(arrays)
+    ckpt.load_model_state(model, arrays, path)

@@ -20,8 +20,9 @@ def load_run(out, device="cpu"):
         raise FileNotFoundError(f"run folder {out} does not exist")
     config = ckpt.read_json(os.path.join(out, ckpt.CONFIG), "config")
     model = GPT(GPTConfig.from_dict(config["model"]))
-    arrays, _ = ckpt.load_model_arrays(os.path.join(out, ckpt.MODEL))
-    model.load_state_dict(arrays)
+    path = ckpt.model_file(out)  # the newest complete checkpoint's (or an old run's flat file)
+    arrays, _ = ckpt.load_model_arrays(path)
+    ckpt.load_model_state(model, arrays, path)
     model.to(device).eval()
     tokenizer = load_tokenizer(os.path.join(out, ckpt.TOKENIZER))
     return model, tokenizer, config

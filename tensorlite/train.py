@@ -1,19 +1,22 @@
 """Training a GPT, top to bottom: data -> model -> AdamW with warmup + cosine -> loop with
-evaluation, logging and atomic checkpoints. `tensorlite train` is a thin layer over train().
+evaluation, logging and crash-safe checkpoints. `tensorlite train` is a thin layer over train().
 
     from tensorlite.train import TrainConfig, train
     result = train(TrainConfig(task="addition", out="runs/add"))
 
-train() checks its inputs, sets up (or resumes) the run, then repeats train_step(), the
-forward/backward/update of one batch, which a hand-written loop can call on its own.
+train() checks its inputs (train_config.py), sets up (or resumes) the run, then repeats
+train_step(), the forward/backward/update of one batch, which a hand-written loop can call
+on its own. Checkpoints are folders published by a rename (checkpoint.py); a resumed run
+continues bit-exactly however the previous one ended: Ctrl-C, SIGTERM or kill -9.
 """
-import dataclasses
+import contextlib
 import json
 import os
+import shutil
 import signal
 import textwrap
+import threading
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -23,8 +26,9 @@ from ._threads import set_num_threads
 from .autograd.grad_mode import no_grad
 from .backend.device import cuda_unavailable_reason
 from .backend.registry import provider_name, set_kernels
+from .checkpoint import latest_checkpoint  # noqa: F401  (part of this module's API)
 from .data.tasks import AdditionTask, SortTask
-from .data.text import TokenFile, _read_utf8
+from .data.text import DataError, TokenFile, _read_utf8
 from .errors import UsageError
 from .factories import tensor
 from .finetune import load_init_weights, prepare_init_from
@@ -33,137 +37,15 @@ from .nn.utils import clip_grad_norm_
 from .optim import AdamW
 from .optim.lr_scheduler import warmup_cosine
 from .plots import plot_losses
-from .progress import MODES as PROGRESS_MODES, make_progress
+from .progress import make_progress
 from .random import get_rng_state, manual_seed, set_rng_state
+from .serialization import TEMP_PREFIX, CheckpointError, atomic_write_bytes
 from .stats import TrainingStats
 from .summary import MFUMeter
 from .tokenizers import BPETokenizer, CharTokenizer, load_gpt2_tokenizer, load_tokenizer
-
-PRESETS = {
-    # the built-in tasks: small enough to learn addition in a minute or two on 2 cores
-    "tiny": {"n_layer": 2, "n_head": 4, "n_embd": 64},
-    # nanoGPT's CPU "baby" Shakespeare model
-    "baby": {"n_layer": 4, "n_head": 4, "n_embd": 128},
-    # nanoGPT's shakespeare-char model
-    "small": {"n_layer": 6, "n_head": 6, "n_embd": 384},
-}
-
-# allowed values of the numeric fields: (low, high, low included, high included); None: unbounded.
-# resolved() checks them, and `tensorlite train --help` prints them from here.
-LIMITS = {
-    "n_layer": (1, None, True, True), "n_head": (1, None, True, True),
-    "n_embd": (1, None, True, True), "block_size": (1, None, True, True),
-    "iters": (0, None, True, True), "batch_size": (1, None, True, True),
-    "warmup": (0, None, True, True), "eval_every": (1, None, True, True),
-    "eval_iters": (1, None, True, True), "save_every": (1, None, True, True),
-    "seed": (0, None, True, True), "threads": (1, None, True, True),
-    "task_digits": (1, None, True, True), "stop_after": (1, None, True, True),
-    "stats_every": (1, None, True, True), "vocab_size": (257, None, True, True),
-    "lr": (0, None, False, True), "dropout": (0, 1, True, False),
-    "weight_decay": (0, None, True, True), "grad_clip": (0, None, True, True),
-    "min_lr_ratio": (0, 1, True, True), "stop_at_accuracy": (0, 1, True, True),
-    "beta1": (0, 1, True, False), "beta2": (0, 1, True, False),
-}
-
-
-def limit_text(name):
-    """The allowed range of a field in words: ">= 1", "> 0", "0 <= x < 1"."""
-    lo, hi, lo_in, hi_in = LIMITS[name]
-    if hi is None:
-        return f"{'>=' if lo_in else '>'} {lo:g}"
-    return f"{lo:g} {'<=' if lo_in else '<'} x {'<=' if hi_in else '<'} {hi:g}"
-
-
-def _check_limits(c):
-    for name, (lo, hi, lo_in, hi_in) in LIMITS.items():
-        v = getattr(c, name)
-        if v is None:
-            continue
-        ok = (v >= lo if lo_in else v > lo) and (hi is None or (v <= hi if hi_in else v < hi))
-        if not ok:
-            raise UsageError(f"{name} must be {limit_text(name)}, got {v!r}")
-
-
-@dataclass
-class TrainConfig:
-    data: str = None            # a text file; None trains on the built-in `task`
-    task: str = "addition"      # addition | sort
-    tokenizer: str = "char"     # char | bpe | gpt2 (for --data)
-    vocab_size: int = 512       # target vocabulary of a trained bpe tokenizer
-    gpt2_dir: str = None        # folder with encoder.json + vocab.bpe for --tokenizer gpt2
-    preset: str = None          # tiny | baby | small (default: tiny for tasks, baby for text)
-    n_layer: int = None
-    n_head: int = None
-    n_embd: int = None
-    dropout: float = 0.0
-    bias: bool = True
-    block_size: int = None      # default: the task's length, or 64 for text
-    device: str = "cpu"
-    kernels: str = None         # numpy | cpp | triton (None: the device's default)
-    iters: int = None           # default: 1000 for tasks, 2000 for text
-    batch_size: int = None      # default: 64 for tasks, 12 for text
-    lr: float = None            # peak lr; default 3e-3 for tasks, 1e-3 for text
-    min_lr_ratio: float = 0.1
-    warmup: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_every: int = 250
-    eval_iters: int = 20
-    save_every: int = 500
-    out: str = "runs/default"
-    resume: bool = False
-    seed: int = 1337
-    threads: int = None
-    task_digits: int = 2        # addition: digits per operand
-    progress: str = "auto"      # auto | bar | log | none (True/False: auto/none)
-    stop_at_accuracy: float = None  # tasks: stop once held-out exact match reaches this
-    stop_after: int = None      # stop (and save) after this many steps in this invocation
-    init_from: str = None       # fine-tune: start from this run's weights, config and tokenizer
-    log_stats: bool = False     # per-layer activation/gradient/update statistics into log.jsonl
-    stats_every: int = 10       # ... every this many steps
-    mfu: bool = False           # model FLOPs utilisation against this machine's measured peak
-    tensorboard: bool = False   # also write TensorBoard events into OUT/tensorboard
-    extra: dict = field(default_factory=dict)
-
-    def resolved(self):
-        """Fill the defaults that depend on the kind of run."""
-        c = dataclasses.replace(self)
-        is_task = c.data is None
-        _check_limits(c)  # now, before `or` below can turn a given 0 into a default
-        if c.progress not in PROGRESS_MODES and not isinstance(c.progress, bool):
-            raise UsageError(f"unknown progress mode {c.progress!r}: choose one of "
-                             f"{', '.join(PROGRESS_MODES)}")
-        if c.task not in ("addition", "sort"):
-            raise UsageError(f"unknown task {c.task!r}: choose addition or sort")
-        if c.tokenizer not in ("char", "bpe", "gpt2"):
-            raise UsageError(f"unknown tokenizer {c.tokenizer!r}: choose char, bpe or gpt2")
-        preset = c.preset or ("tiny" if is_task else "baby")
-        if preset not in PRESETS:
-            raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-        c.preset = preset
-        for k, v in PRESETS[preset].items():
-            if getattr(c, k) is None:
-                setattr(c, k, v)
-        c.iters = c.iters if c.iters is not None else (1000 if is_task else 2000)
-        if c.threads is None and preset == "tiny":
-            # a tiny model's matmuls and kernels take tens of microseconds: a second thread
-            # costs more to wake than it saves (and much more on a shared machine)
-            c.threads = 1
-        c.batch_size = c.batch_size or (64 if is_task else 12)
-        c.lr = c.lr or (3e-3 if is_task else 1e-3)
-        _check_limits(c)  # and the filled-in values
-        if c.n_embd % c.n_head:
-            raise UsageError(f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head})")
-        return c
-
-
-# the fields that must match for --resume to continue the same run
-_RESUME_KEYS = ("data", "task", "task_digits", "tokenizer", "vocab_size", "n_layer", "n_head",
-                "n_embd", "bias", "block_size", "dropout", "batch_size", "lr", "min_lr_ratio",
-                "warmup", "weight_decay", "beta1", "beta2", "grad_clip", "seed", "iters", "kernels",
-                "init_from")
+from .train_config import (LIMITS, PRESETS, TrainConfig, check_fields, check_resume,  # noqa: F401
+                           data_fingerprint, fill_from_run, limit_text, resume_config,
+                           saved_form, saved_train_config)
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -212,13 +94,14 @@ def _check_writable(out_dir):
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create output folder {out_dir}: {e.strerror}") from None
-    probe = os.path.join(out_dir, ".write-test")
+    probe = os.path.join(out_dir, f"{TEMP_PREFIX}write-test.{os.getpid()}")
     try:
-        with open(probe, "w") as f:
-            f.write("")
+        with ckpt.open_log(probe, truncate=True):
+            pass
         os.unlink(probe)
-    except OSError as e:
-        raise UsageError(f"output folder {out_dir} is not writable: {e.strerror}") from None
+    except (OSError, UsageError) as e:
+        raise UsageError(f"output folder {out_dir} is not writable: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
 
 
 # ---- one step ----------------------------------------------------------------------------
@@ -250,18 +133,26 @@ def train_step(model, optimizer, x, y, grad_clip=None, stats=None):
 # ---- a run -------------------------------------------------------------------------------
 
 def train(cfg, log=print):
-    """Train per cfg; returns a dict with the final train/val loss (and task accuracy)."""
+    """Train per cfg; returns a dict with the final train/val loss (and task accuracy).
+    With cfg.resume, fields left None take the run's saved values; resume_config(out,
+    overrides) gives the command line's --resume (the run's whole config, overridden)."""
     given = cfg
-    cfg = cfg.resolved()
-    init_tokenizer = _check_inputs(cfg, given)
+    check_fields(cfg)  # before the run folder is even looked at
+    cfg = fill_from_run(cfg).resolved()
+    init_tokenizer, saved = _check_inputs(cfg, given)
     if cfg.kernels:
         set_kernels(cfg.kernels)
     if cfg.threads:
         set_num_threads(cfg.threads)
     manual_seed(cfg.seed)
-    run = _setup_run(cfg, init_tokenizer, log)
-    interrupted = _loop(run, log)
-    run.save()
+    run = _setup_run(cfg, init_tokenizer, saved, log)
+    try:
+        interrupted = _loop(run, log)
+    finally:
+        run.lock.close()
+    if run.torn:
+        log("stopped at once by a second interrupt: not saved; --resume continues from the "
+            "newest checkpoint")
     plot_losses(cfg.out)
     final = {"step": run.step, "interrupted": interrupted}
     final.update({k: v for k, v in run.last.items() if k in ("loss", "val_loss", "train_loss", "accuracy")})
@@ -275,27 +166,49 @@ def train(cfg, log=print):
 class _Run:
     """What one train() call advances and what its checkpoints hold. The step count lives
     here rather than in a loop's local so that an interrupt at any point saves the step
-    that the weights belong to."""
+    that the weights belong to, with the RNG states as they were right after it."""
 
     def __init__(self, cfg, data, model, opt):
         self.cfg, self.data, self.model, self.opt = cfg, data, model, opt
         self.rng = np.random.default_rng(cfg.seed)
         self.start = self.step = 0
-        self.history = []  # the evaluations so far, kept in the checkpoint
-        self.last = {}     # the latest step's log record
+        self.history = []   # the evaluations so far, kept in the checkpoint
+        self.last = {}      # the latest step's log record
+        self.pending = None  # {"rec", "eval"}: a completed step whose record is not logged yet
+        self.torn = False   # a second interrupt stopped a step halfway: nothing to save
+        self.logf = self.lock = None
+        self.mark()
+
+    def mark(self):
+        # the RNG states after the last completed step: a save at any later moment (the
+        # next batch drawn, dropout masks made) stores these, so a resume redraws them
+        self.rng_state = (_jsonable_state(self.rng.bit_generator.state), get_rng_state())
+
+    def state(self):
+        s = {"step": self.step, "data_rng": self.rng_state[0], "tl_rng": self.rng_state[1],
+             "history": self.history}
+        if self.pending is not None:
+            s["pending"] = self.pending
+        return s
 
     def save(self):
-        ckpt.save_checkpoint(self.cfg.out, self.model, self.opt, {
-            "step": self.step, "data_rng": _jsonable_state(self.rng.bit_generator.state),
-            "tl_rng": get_rng_state(), "history": self.history})
+        if self.logf is not None:  # a checkpoint never gets ahead of its log on disk
+            self.logf.flush()
+            os.fsync(self.logf.fileno())
+        ckpt.save_checkpoint(self.cfg.out, self.model, self.opt, self.state(),
+                             keep_last=self.cfg.keep_last)
 
-    def restore(self):
-        state = ckpt.load_checkpoint(self.cfg.out, self.model, self.opt)
+    def restore(self, folder):
+        state = ckpt.load_checkpoint(folder, self.model, self.opt)
         self.start = self.step = state["step"]
-        self.rng.bit_generator.state = state["data_rng"]
-        set_rng_state(state["tl_rng"])
+        try:
+            self.rng.bit_generator.state = state["data_rng"]
+            set_rng_state(state["tl_rng"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{folder}/{ckpt.STATE}: unusable RNG state ({e})") from None
         self.history = state.get("history", [])
-        _truncate_log(os.path.join(self.cfg.out, "log.jsonl"), self.start)
+        self.pending = state.get("pending")
+        self.mark()
 
     def evaluate(self):
         """Mean loss over eval_iters batches per split, and a task's held-out accuracy."""
@@ -319,40 +232,51 @@ class _Run:
 
 def _check_inputs(cfg, given):
     """Refuse bad input before anything is written. Fits cfg to an --init-from run or to the
-    run being resumed, in place; returns the --init-from run's tokenizer (or None)."""
+    run being resumed, in place; returns (the --init-from run's tokenizer or None, the
+    resumed run's config.json or None)."""
     out = cfg.out
     if cfg.tensorboard:
         tensorboard_writer_class()
     if cfg.device == "cuda" and not cuda.is_available():
         raise UsageError(f"--device cuda: {cuda_unavailable_reason()}")
     if cfg.data is not None and not os.path.isfile(cfg.data):
-        raise UsageError(f"data file {cfg.data} does not exist")
+        hint = " (the file the run was trained on: pass --data with its new place)" \
+            if cfg.resume and given.data is None else ""
+        raise UsageError(f"data file {cfg.data} does not exist{hint}")
     init_tokenizer = prepare_init_from(cfg, given) if cfg.init_from else None
-    has_run = os.path.exists(os.path.join(out, ckpt.STATE))
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UsageError(f"cannot create output folder {out}: it is a file")
+    ckpt.refuse_links(out)
+    has_run = ckpt.has_run(out)
     if cfg.resume and not has_run:
-        raise UsageError(f"--resume: {out} holds no run to resume (no {ckpt.STATE})")
+        raise UsageError(f"--resume: {out} holds no run to resume (no {ckpt.CONFIG})")
     if not cfg.resume and has_run:
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose "
                          "another --out")
+    saved = None
     if cfg.resume:
-        saved = ckpt.read_json(os.path.join(out, ckpt.CONFIG), "config")["train"]
-        diff = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in _RESUME_KEYS
-                if k != "block_size" and saved.get(k) != getattr(cfg, k)]
-        if cfg.block_size is not None and saved.get("block_size") != cfg.block_size:
-            diff.append(f"block_size: {saved.get('block_size')!r} -> {cfg.block_size!r}")
-        if diff:
-            raise UsageError(f"--resume: {out} was trained with a different config ({'; '.join(diff)})")
-        cfg.block_size = saved["block_size"]
-    _check_writable(out)
-    return init_tokenizer
+        saved = saved_train_config(out)
+        if saved is None:
+            raise UsageError(f"--resume: {out} has checkpoints but no {ckpt.CONFIG}")
+        check_resume(cfg, saved)
+    return init_tokenizer, saved
 
 
-def _setup_run(cfg, init_tokenizer, log):
-    """Data, tokenizer, model and optimizer, restored from cfg.out on --resume; a fresh run
-    writes its config, tokenizer and an empty log first."""
+def _setup_run(cfg, init_tokenizer, saved, log):
+    """Tokenizer, model and optimizer (restored from the newest checkpoint on --resume),
+    all before the first write; then the run folder: a fresh run writes its tokenizer, an
+    empty log and, last, its config, the mark of a run that exists."""
     out = cfg.out
-    data = _build_data(cfg, init_tokenizer)
-    mcfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=cfg.block_size,
+    if cfg.data is None:
+        data = TaskData(cfg)
+        cfg.block_size, tokenizer = data.block_size, data.tokenizer
+    else:
+        data = None
+        if cfg.block_size is None:
+            cfg.block_size = 64
+        tokenizer = load_tokenizer(os.path.join(out, ckpt.TOKENIZER)) if cfg.resume \
+            else init_tokenizer or build_tokenizer(cfg)
+    mcfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size,
                      n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                      dropout=cfg.dropout, bias=cfg.bias)
     model = GPT(mcfg).to(cfg.device)
@@ -365,20 +289,72 @@ def _setup_run(cfg, init_tokenizer, log):
                  {"params": no_decay, "weight_decay": 0.0}],
                 lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     run = _Run(cfg, data, model, opt)
-    if cfg.resume:
-        run.restore()
-        log(f"resumed {out} at step {run.start}")
-    else:
-        source = {"source": cfg.extra["source"]} if cfg.extra.get("source") else {}
-        ckpt.write_json(os.path.join(out, ckpt.CONFIG),
-                        {"model": mcfg.to_dict(), "train": _jsonable(cfg), **source})
-        data.tokenizer.save(os.path.join(out, ckpt.TOKENIZER))
-        open(os.path.join(out, "log.jsonl"), "w").close()
+    folder = latest_checkpoint(out) if cfg.resume else None
+    if folder is not None:
+        run.restore(folder)
+    if run.step > cfg.iters:
+        raise UsageError(f"--iters {cfg.iters} is below step {run.step}, where {out} stands; "
+                         f"pass --iters {run.step} or more")
+    # ---- the first write ----
+    existed = set(os.listdir(out)) if os.path.isdir(out) else None
+    _check_writable(out)
+    run.lock = ckpt.lock_run(out)
+    try:
+        _write_run_folder(run, tokenizer, mcfg, saved, folder, log)
+    except BaseException as e:
+        run.lock.close()
+        if isinstance(e, (DataError, UsageError)) and not cfg.resume:
+            _undo_new_run(out, existed)
+        raise
     log(describe_config(cfg))
     log(f"model: {model.num_parameters():,} parameters ({cfg.n_layer} layers, {cfg.n_head} heads, "
         f"{cfg.n_embd} dims, block {cfg.block_size}, vocab {mcfg.vocab_size}); kernels: "
         f"{_provider_name(cfg.device)}")
     return run
+
+
+def _write_run_folder(run, tokenizer, mcfg, saved, folder, log):
+    cfg, out = run.cfg, run.cfg.out
+    removed = ckpt.clean_stale(out)
+    if removed:
+        log(f"removed {len(removed)} leftover(s) of an interrupted run: {', '.join(removed)}")
+    if run.data is None:
+        run.data = TextData(cfg, tokenizer, out)
+    log_path = os.path.join(out, ckpt.LOG)
+    if cfg.resume:
+        ckpt.truncate_log(log_path, run.step, warn=log)
+        _update_config(cfg, saved)
+        log(f"resumed {out} at step {run.step}" + ("" if folder else " (no checkpoint yet)"))
+        return
+    source = {"source": cfg.extra["source"]} if cfg.extra.get("source") else {}
+    data_hash = {"data_sha256": data_fingerprint(cfg.data)} if cfg.data else {}
+    atomic_write_bytes(os.path.join(out, ckpt.TOKENIZER),
+                       [json.dumps(tokenizer.to_dict()).encode(), b"\n"])
+    ckpt.open_log(log_path, truncate=True).close()
+    ckpt.write_json(os.path.join(out, ckpt.CONFIG),
+                    {"model": mcfg.to_dict(), "train": saved_form(cfg), **data_hash, **source})
+
+
+def _undo_new_run(out, existed):
+    # a fresh run refused after its folder was made (the data is too short for a block):
+    # leave --out as it was
+    if existed is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for n in set(os.listdir(out)) - existed:
+        p = os.path.join(out, n)
+        if os.path.isfile(p) and not os.path.islink(p):
+            os.unlink(p)
+
+
+def _update_config(cfg, saved):
+    # config.json describes the run as it continues now (a longer --iters, a new lr), so
+    # that the next --resume starts from here
+    new = dict(saved, train=saved_form(cfg))
+    if cfg.extra.get("source"):
+        new["resumed_with"] = cfg.extra["source"]
+    if new != saved:
+        ckpt.write_json(os.path.join(cfg.out, ckpt.CONFIG), new)
 
 
 # the fields worth a line at the start of a run, in reading order
@@ -400,98 +376,149 @@ def describe_config(cfg):
                          break_long_words=False)
 
 
-def _build_data(cfg, init_tokenizer):
-    # also settles cfg.block_size: a task's own length, or text's default
-    if cfg.data is None:
-        data = TaskData(cfg)
-        cfg.block_size = data.block_size
-        return data
-    if cfg.block_size is None:
-        cfg.block_size = 64
-    if cfg.resume:
-        tokenizer = load_tokenizer(os.path.join(cfg.out, ckpt.TOKENIZER))
-    else:
-        tokenizer = init_tokenizer or build_tokenizer(cfg)
-    return TextData(cfg, tokenizer, cfg.out)
-
-
 # ---- the loop ----------------------------------------------------------------------------
 
+class _Signals:
+    """SIGINT and SIGTERM during the loop. Inside a step (atomic()) the first one is held
+    until the step is complete, so that what gets saved is never a half-applied update; a
+    second one stops at once and marks the run torn (not saved)."""
+
+    def __init__(self, run):
+        self.run, self.deferring, self.caught, self.prev = run, False, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.prev[sig] = signal.getsignal(sig)
+                if self.prev[sig] is not signal.SIG_IGN:
+                    signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, h in self.prev.items():
+            signal.signal(sig, h)
+
+    def _handle(self, signum, frame):
+        if self.deferring and self.caught is None:
+            self.caught = signum
+            return
+        if self.deferring:
+            self.run.torn = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def atomic(self):
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.caught is not None:
+            self.caught = None
+            raise KeyboardInterrupt
+
+
 def _loop(run, log):
-    """Steps until cfg.iters or a stop condition; returns whether an interrupt (Ctrl-C or
-    SIGTERM) ended them."""
+    """Steps until cfg.iters or a stop condition, then the final save; returns whether an
+    interrupt (Ctrl-C or SIGTERM) ended them."""
     cfg = run.cfg
-    with open(os.path.join(cfg.out, "log.jsonl"), "a") as logf:
+    with ckpt.open_log(os.path.join(cfg.out, ckpt.LOG)) as logf:
+        run.logf = logf
         stats = TrainingStats(run.model, cfg.stats_every) if cfg.log_stats else None
         mfu = MFUMeter(run.model, _tokens_per_step(cfg), cfg.block_size, cfg.device) if cfg.mfu else None
         if mfu:
             log(f"measured peak matmul throughput: {mfu.peak / 1e9:,.1f} GFLOP/s")
         bar = make_progress(cfg.progress, total=cfg.iters, initial=run.start, say=log)
         tb = _open_tensorboard(cfg, run.start) if cfg.tensorboard else None
-        prev_handler = signal.getsignal(signal.SIGTERM)
-        # a killed job (SIGTERM) saves its step like Ctrl-C does
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        out = (logf, bar, tb)
         try:
-            run.model.train()
-            _steps(run, logf, bar, stats, mfu, tb, log)
-        except KeyboardInterrupt:
-            log(f"\ninterrupted: saving step {run.step} to {cfg.out}")
-            return True
+            with _Signals(run) as sigs:
+                run.model.train()
+                interrupted = False
+                try:
+                    _steps(run, sigs, out, stats, mfu, log)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    if run.pending is not None and not run.pending["eval"] and not run.torn:
+                        with contextlib.suppress(KeyboardInterrupt):
+                            _finish_step(run, out, sigs)  # a complete step gets its log record
+                    if not run.torn:
+                        log(f"\ninterrupted: saving step {run.step} to {cfg.out}")
+                if not run.torn:
+                    try:
+                        with sigs.atomic():  # a signal now waits for the save to be complete
+                            run.save()
+                    except KeyboardInterrupt:
+                        interrupted = True
+                return interrupted
         finally:
-            signal.signal(signal.SIGTERM, prev_handler)
+            run.logf = None
             bar.close()
             if tb is not None:
                 tb.close()
-    return False
 
 
-def _steps(run, logf, bar, stats, mfu, tb, log):
+def _steps(run, sigs, out, stats, mfu, log):
     cfg = run.cfg
+    if run.pending is not None:  # resumed from a save taken during step N's evaluation
+        _finish_eval(run, out[1].write)
+        _finish_step(run, out, sigs)
     t0 = time.perf_counter()
     while run.step < cfg.iters:
-        lr = cfg.lr * warmup_cosine(run.step, cfg.warmup, cfg.iters, cfg.min_lr_ratio)
-        for g in run.opt.param_groups:
-            g["lr"] = lr
-        x, y = run.data.batch("train", cfg.batch_size, cfg.block_size, run.rng)
-        tracking = stats is not None and stats.begin(run.step + 1)
-        loss, norm = train_step(run.model, run.opt, tensor(x, device=cfg.device),
-                                tensor(y, device=cfg.device), cfg.grad_clip,
-                                stats=stats if tracking else None)
-        run.step += 1
-        dt = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rec = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": norm,
-               "tokens_per_s": _tokens_per_step(cfg) / dt if dt > 0 else None}
-        if mfu:
-            rec["mfu"] = mfu(dt)
-        if tracking:
-            rec["stats"] = stats.end()
-        if run.step % cfg.eval_every == 0 or run.step == cfg.iters:
-            _evaluate_into(run, rec, bar.write)
-            t0 = time.perf_counter()  # the evaluation's time is no step's
-        _log_step(logf, bar, rec)
-        if tb is not None:
-            _tensorboard_step(tb, rec)
+        with sigs.atomic():
+            lr = cfg.lr * warmup_cosine(run.step, cfg.warmup, cfg.iters, cfg.min_lr_ratio)
+            for g in run.opt.param_groups:
+                g["lr"] = lr
+            x, y = run.data.batch("train", cfg.batch_size, cfg.block_size, run.rng)
+            tracking = stats is not None and stats.begin(run.step + 1)
+            loss, norm = train_step(run.model, run.opt, tensor(x, device=cfg.device),
+                                    tensor(y, device=cfg.device), cfg.grad_clip,
+                                    stats=stats if tracking else None)
+            run.step += 1
+            dt = time.perf_counter() - t0
+            rec = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": norm,
+                   "tokens_per_s": _tokens_per_step(cfg) / dt if dt > 0 else None}
+            if mfu:
+                rec["mfu"] = mfu(dt)
+            if tracking:
+                rec["stats"] = stats.end()
+            due = run.step % cfg.eval_every == 0 or run.step == cfg.iters
+            run.pending = {"rec": rec, "eval": due}
+            run.mark()
+        _finish_eval(run, out[1].write)
+        _finish_step(run, out, sigs)
+        t0 = time.perf_counter()  # the evaluation's and the log's time is no step's
         if run.step % cfg.save_every == 0 and run.step != cfg.iters:
-            run.save()
-        run.last = rec
-        if _should_stop(run, rec, log):
+            with sigs.atomic():
+                run.save()
+        if _should_stop(run, run.last, log):
             break
 
 
-def _evaluate_into(run, rec, say):
-    rec.update(run.evaluate())
-    run.history.append({k: rec[k] for k in rec if k in ("step", "loss", "val_loss", "train_loss",
-                                                         "accuracy")})
-    msg = f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()
-                                           if k in ("train_loss", "val_loss", "accuracy"))
-    msg += f", mfu {rec['mfu']:.2%}" if rec.get("mfu") is not None else ""
-    say(msg)
+def _finish_eval(run, say):
+    rec = run.pending["rec"]
+    if run.pending["eval"]:
+        rec.update(run.evaluate())
+        run.pending["eval"] = False
+        msg = f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()
+                                               if k in ("train_loss", "val_loss", "accuracy"))
+        msg += f", mfu {rec['mfu']:.2%}" if rec.get("mfu") is not None else ""
+        say(msg)
 
 
-def _log_step(logf, bar, rec):
-    logf.write(json.dumps(rec) + "\n")
-    logf.flush()
+def _finish_step(run, out, sigs):
+    logf, bar, tb = out
+    with sigs.atomic():
+        rec = run.pending["rec"]
+        if any(k in rec for k in ("val_loss", "train_loss", "accuracy")):
+            run.history.append({k: rec[k] for k in rec if k in ("step", "loss", "val_loss",
+                                                                 "train_loss", "accuracy")})
+        logf.write(json.dumps(rec) + "\n")
+        logf.flush()
+        if tb is not None:
+            _tensorboard_step(tb, rec)
+        run.pending, run.last = None, rec
+        run.mark()
     bar.update(rec["step"], loss=rec["loss"], lr=rec["lr"], tok_s=rec["tokens_per_s"],
                **({"mfu": rec["mfu"]} if "mfu" in rec else {}))
 
@@ -515,7 +542,7 @@ def _open_tensorboard(cfg, start):
     # purge_step: on --resume, the events logged after the checkpoint are dropped, as the
     # log.jsonl lines are, so the curves show each step once
     return tensorboard_writer_class()(os.path.join(cfg.out, TENSORBOARD_DIR),
-                                      purge_step=start or None, flush_secs=10)
+                                      purge_step=start if cfg.resume else None, flush_secs=10)
 
 
 def _tensorboard_step(tb, rec):
@@ -552,29 +579,9 @@ def task_accuracy(model, task, device, n=None):
     return float(task.evaluate(predict, n=n))
 
 
-def _truncate_log(path, step):
-    # steps logged after the checkpoint was taken will be run again: drop them
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    ckpt.atomic_write_bytes(path, [line.encode() for line in keep])
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _provider_name(device):
     return provider_name("cuda" if str(device).startswith("cuda") else "cpu")
 
 
-def _jsonable(cfg):
-    d = asdict(cfg)
-    return {k: v for k, v in d.items() if k not in ("progress", "extra", "stop_after")}
-
-
 def _jsonable_state(state):
     return json.loads(json.dumps(state, default=int))
-
-

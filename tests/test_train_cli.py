@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tensorlite.cli import main
+from tensorlite.train import latest_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -49,8 +50,17 @@ def trained(tmp_path_factory):
 
 
 def snapshot(d):
-    return {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))
-            if os.path.isfile(os.path.join(d, n))}
+    """{relative path: bytes} of every file under d (checkpoint folders included)."""
+    out = {}
+    for root, _, files in os.walk(d):
+        for n in files:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, d)] = open(p, "rb").read()
+    return out
+
+
+def weights(d):
+    return open(os.path.join(latest_checkpoint(d), "model.safetensors"), "rb").read()
 
 
 # ---- a run and what it leaves behind ---------------------------------------------------
@@ -58,9 +68,13 @@ def snapshot(d):
 def test_train_on_text_writes_a_complete_run(trained):
     out, _ = trained
     names = set(os.listdir(out))
-    for n in ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json",
-              "tokenizer.json", "log.jsonl", "loss.png"):
+    for n in ("config.json", "tokenizer.json", "log.jsonl", "loss.png", "checkpoints"):
         assert n in names, n
+    ck = latest_checkpoint(out)
+    assert ck == os.path.join(out, "checkpoints", "step-000010")
+    assert sorted(os.listdir(ck)) == ["model.safetensors", "optimizer.safetensors",
+                                      "trainer_state.json"]
+    assert open(os.path.join(out, "checkpoints", "latest")).read() == "step-000010\n"
     recs = log_records(out)
     assert [r["step"] for r in recs] == list(range(1, 11))
     assert all(np.isfinite(r["loss"]) for r in recs)
@@ -87,7 +101,28 @@ def test_resume_reproduces_the_uninterrupted_run_bit_exactly(tmp_path, text_file
     ra, rb = log_records(a), log_records(b)
     assert [r["step"] for r in rb] == list(range(1, 13))
     assert [r["loss"] for r in ra] == [r["loss"] for r in rb]  # to the last bit
-    assert snapshot(a)["model.safetensors"] == snapshot(b)["model.safetensors"]
+    assert weights(a) == weights(b)
+
+
+def test_the_readme_resume_line_works_as_written_and_from_elsewhere(tmp_path, monkeypatch):
+    # README: tensorlite train --config my.toml --data input.txt --out runs/mytext --iters 500
+    #         tensorlite train --out runs/mytext --resume --iters 4000
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "input.txt").write_text(TEXT, encoding="utf-8")
+    (work / "my.toml").write_text("n_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 8\n"
+                                  "batch_size = 4\neval_every = 3\neval_iters = 1\n")
+    monkeypatch.chdir(work)
+    assert main(["train", "--config", "my.toml", "--data", "input.txt", "--out", "runs/mytext",
+                 "--iters", "4", "--no-progress"]) == 0
+    assert main(["train", "--out", "runs/mytext", "--resume", "--iters", "6", "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path)  # another directory: the data is found by its absolute path
+    run = str(work / "runs" / "mytext")
+    assert main(["train", "--out", run, "--resume", "--iters", "8", "--no-progress"]) == 0
+    assert [r["step"] for r in log_records(run)] == list(range(1, 9))
+    saved = json.load(open(os.path.join(run, "config.json")))
+    assert saved["train"]["iters"] == 8 and saved["train"]["data"] == str(work / "input.txt")
+    assert saved["train"]["n_embd"] == 16  # the file's value, not a default
 
 
 def test_generate_streams_text_and_is_seeded(trained, capsys):
@@ -198,7 +233,7 @@ def test_truncated_or_corrupted_checkpoint(trained, tmp_path, capsys, damage):
     out, _ = trained
     bad = str(tmp_path / "bad")
     shutil.copytree(out, bad)
-    path = os.path.join(bad, "model.safetensors")
+    path = os.path.join(latest_checkpoint(bad), "model.safetensors")
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2] if damage == "truncate" else b"\x00\x01garbage" + data[9:])

@@ -1,5 +1,6 @@
 """Gradient utilities."""
 import math
+import numbers
 
 import numpy as np
 
@@ -11,6 +12,13 @@ from ..tensor import Tensor
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     """Scale all gradients so their global norm is at most max_norm; return the norm
     measured before clipping (as a Python float)."""
+    for name, v in (("max_norm", max_norm), ("norm_type", norm_type)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v):
+            raise TypeError(f"clip_grad_norm_: {name} must be a number, got {v!r}")
+    if max_norm < 0:  # a negative scale would flip every gradient: gradient ascent
+        raise ValueError(f"clip_grad_norm_: max_norm must be >= 0, got {max_norm!r}")
+    if not norm_type > 0:
+        raise ValueError(f"clip_grad_norm_: norm_type must be > 0 (or inf), got {norm_type!r}")
     if isinstance(parameters, Tensor):  # one tensor, as PyTorch accepts (iterating it gives rows)
         parameters = [parameters]
     grads = [p.grad for p in (parameters if isinstance(parameters, (list, tuple)) else list(parameters))

@@ -5,12 +5,21 @@ adamw_step: C++ on the CPU, Triton on the GPU, NumPy reference when forced)."""
 
 from ..backend.device import xp_of
 from ..ops.fused import adamw_step
-from .optimizer import Optimizer, grad_array
+from .optimizer import Optimizer, check_betas, check_number, grad_array
 
 
-class Adam(Optimizer):
+class _AdamBase(Optimizer):
+    def _check_group(self, group):
+        who = type(self).__name__
+        check_number(who, "lr", group["lr"])
+        check_number(who, "eps", group["eps"])
+        check_number(who, "weight_decay", group["weight_decay"])
+        group["betas"] = check_betas(who, group["betas"])
+
+
+class Adam(_AdamBase):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     def step(self):
         for group in self.param_groups:
@@ -35,9 +44,12 @@ class Adam(Optimizer):
                 p._version.value += 1
 
 
-class AdamW(Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+class AdamW(_AdamBase):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, *,
+                 foreach=None, fused=None):
+        # foreach/fused choose among PyTorch's implementations; this one is always one fused
+        # kernel per group, so both are accepted and ignored (nanoGPT probes for `fused`)
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     def step(self):
         for group in self.param_groups:

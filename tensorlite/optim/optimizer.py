@@ -1,5 +1,7 @@
 """Optimizer base: parameter groups, per-parameter state, zero_grad, state_dict."""
 import copy
+import math
+import numbers
 
 from ..backend.device import xp_of, to_numpy, xp_for
 
@@ -21,6 +23,7 @@ class Optimizer:
         group["params"] = list(group["params"])
         for k, v in self.defaults.items():
             group.setdefault(k, v)
+        self._check_group(group)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for p in group["params"]:
             if id(p) in seen:
@@ -28,6 +31,10 @@ class Optimizer:
             if not p.requires_grad:
                 raise ValueError(f"{type(self).__name__}: got a parameter that does not require grad")
         self.param_groups.append(group)
+
+    def _check_group(self, group):
+        """Raise for a hyper-parameter out of its range (each optimizer lists its own), so
+        that a bad value fails here and not as NaN weights many steps later."""
 
     def zero_grad(self, set_to_none=True):
         for g in self.param_groups:
@@ -110,3 +117,25 @@ class Optimizer:
 def grad_array(p):
     g = p.grad._data
     return g if g.flags.c_contiguous else xp_of(g).ascontiguousarray(g)
+
+
+def check_number(who, name, v, low=0.0, high=None, high_included=False):
+    """TypeError unless v is a real number (not a bool), ValueError unless it is finite and
+    low <= v (< or <=) high."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{who}: {name} must be a finite number, got {v!r}")
+    if v < low or (high is not None and (v > high if high_included else v >= high)):
+        rng = f">= {low:g}" if high is None else \
+            f"{low:g} <= {name} {'<=' if high_included else '<'} {high:g}"
+        raise ValueError(f"{who}: {name} must be {rng}, got {v!r}")
+
+
+def check_betas(who, betas):
+    """(beta1, beta2), each 0 <= b < 1, as a tuple."""
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise TypeError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, b in enumerate(betas):
+        check_number(who, f"betas[{i}]", b, 0.0, 1.0)
+    return tuple(betas)
