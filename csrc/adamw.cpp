@@ -32,13 +32,11 @@ TL_INLINE void update(T* p, const T* g, T* m, T* v, int64_t n, const Hyper& h) {
     }
 }
 
-TL_CLONES void update_f32(float* p, const float* g, float* m, float* v, int64_t n, const Hyper& h) {
+template <class Isa, class T>
+TL_INLINE void update_impl(T* p, const T* g, T* m, T* v, int64_t n, const Hyper& h) {
     update(p, g, m, v, n, h);
 }
-TL_CLONES void update_f64(double* p, const double* g, double* m, double* v, int64_t n,
-                          const Hyper& h) {
-    update(p, g, m, v, n, h);
-}
+TL_VARIANTS(update_rows, update_impl)
 
 struct Group {
     void *p, *m, *v;
@@ -51,6 +49,8 @@ struct Piece {
     int64_t group, begin, end;
 };
 
+// Memory-safety guards (Python checks arguments for users at the op boundary): the update
+// writes through raw pointers, so dtype, shape, layout and writeability are checked here.
 // The state arrays are updated in place, so they must be the caller's own memory:
 // C-contiguous, writeable, the parameter's dtype and shape. No silent copies.
 Group checked_group(size_t i, py::array& p, const py::array& g, py::array& m,
@@ -124,15 +124,15 @@ void adamw_step(const py::sequence& params, const py::sequence& grads, const py:
             const Group& G = groups[pc.group];
             const int64_t len = pc.end - pc.begin;
             if (G.f32)
-                update_f32(static_cast<float*>(G.p) + pc.begin,
-                           static_cast<const float*>(G.g) + pc.begin,
-                           static_cast<float*>(G.m) + pc.begin, static_cast<float*>(G.v) + pc.begin,
-                           len, h);
+                update_rows(static_cast<float*>(G.p) + pc.begin,
+                            static_cast<const float*>(G.g) + pc.begin,
+                            static_cast<float*>(G.m) + pc.begin,
+                            static_cast<float*>(G.v) + pc.begin, len, h);
             else
-                update_f64(static_cast<double*>(G.p) + pc.begin,
-                           static_cast<const double*>(G.g) + pc.begin,
-                           static_cast<double*>(G.m) + pc.begin,
-                           static_cast<double*>(G.v) + pc.begin, len, h);
+                update_rows(static_cast<double*>(G.p) + pc.begin,
+                            static_cast<const double*>(G.g) + pc.begin,
+                            static_cast<double*>(G.m) + pc.begin,
+                            static_cast<double*>(G.v) + pc.begin, len, h);
         }
     });
 }

@@ -1,4 +1,5 @@
-// Flash-style scaled-dot-product attention on the CPU, forward and backward.
+// Flash-style scaled-dot-product attention on the CPU, forward and backward: the kernels.
+// The Python boundary (checks, views, GIL) is attention_binding.cpp.
 //
 // The contract (docs/KERNELS.md) and the readable spec (tensorlite/reference/attention.py):
 //   S = q k^T * scale + mask (+ causal -inf),  P = softmax_rows(S),  o = P v,
@@ -7,7 +8,7 @@
 // How it is computed here:
 //   * Every product is one shape of GEMM, C (+)= A B with A read one scalar at a time through
 //     arbitrary strides (so A^T costs nothing) and B read as contiguous rows of vectors; one
-//     register-tiled micro-kernel (R rows x up to 4 vectors of accumulators) serves all of them.
+//     register-tiled micro-kernel (gemm_tile.h) serves all of them.
 //   * Score tiles are held transposed, ST[key][query] (BK x BQ), queries in the vector lanes:
 //     the softmax statistics of BQ queries are then plain vectors (no horizontal reductions),
 //     and k and v enter as broadcast scalars straight from the caller's arrays. Only q (scaled)
@@ -22,242 +23,20 @@
 //     synchronisation; its dq contributions go to a dq buffer private to its group, summed in a
 //     fixed order at the end. The number of groups depends on the shapes and the machine, never
 //     on the thread count, so 1 and N threads give bit-identical results.
-//   * The hot code is compiled three times (AVX-512, AVX2+FMA, baseline SSE2) through GCC
-//     target attributes and picked at run time, so the extension needs no -march=native.
-#include "common.h"
+//   * The per-task code is compiled once per instruction set (TL_VARIANTS, kernel_util.h) and
+//     the variant of the active one runs, so the extension needs no -march=native.
+#include "attention.h"
+#include "gemm_tile.h"
 
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <limits>
 #include <memory>
 #include <new>
-#include <sstream>
-#include <string>
-#include <type_traits>
-#include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-// The vector helpers pass 32/64-byte vectors by value; they are always inlined, so the ABI
-// note GCC prints for such signatures concerns no real call.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
+namespace tl::attn {
 namespace {
 
-#define TL_INLINE inline __attribute__((always_inline))
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define TL_X86 1
-#define TL_TARGET_AVX512 \
-    __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")))
-#define TL_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define TL_X86 0
-#endif
-
-// Query and key tile sizes: multiples of every vector width and register-tile height below.
-// 64 x 64 keeps a score tile plus the q tile and the output accumulator inside L1 (48 KiB) and
-// measured best against 64x128, 128x64 and 32x64 on the two benchmark shapes.
-constexpr long BQ = 64;
-constexpr long BK = 64;
-
-constexpr long round_up(long x, long m) { return (x + m - 1) / m * m; }
-
 // ---------------------------------------------------------------------------------------------
-// Vectors: GCC vector extensions, so the same source becomes zmm, ymm or xmm code depending on
-// the target attribute of the function it is inlined into.
-
-template <typename T, int W>
-struct Vec {
-    typedef T type __attribute__((vector_size(W * sizeof(T))));
-};
-template <typename T>
-using IntOf = std::conditional_t<std::is_same_v<T, float>, std::int32_t, std::int64_t>;
-
-template <class VT, class T>
-TL_INLINE VT vload(const T* p) {
-    VT v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-template <class VT, class T>
-TL_INLINE void vstore(T* p, const VT& v) {
-    std::memcpy(p, &v, sizeof v);
-}
-// For constants only (folded at compile time). Runtime scalars enter as `vector * scalar`:
-// GCC 12 builds a runtime splat lane by lane inside target() functions, but folds the scalar
-// operand of an arithmetic op into one broadcast (or an embedded {1toN} memory operand).
-template <class VT, class T>
-TL_INLINE VT vsplat(T x) {
-    return VT{} + x;
-}
-
-// exp(x) for a vector: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a Taylor polynomial for
-// e^r (degree 7 for float, degree 13 for double: truncation below either type's rounding) and
-// 2^n assembled in the exponent bits. Measured over [-87, 0.5]: at most 1.0e-7 relative error
-// in float (< 2 ulp), 2.2e-16 in double. Inputs below -bias*ln2 give exactly 0 (this is what
-// turns the -inf of masked scores into P = 0); NaN stays NaN.
-template <typename T, int W>
-TL_INLINE typename Vec<T, W>::type vexp(const typename Vec<T, W>::type& x_in) {
-    using VT = typename Vec<T, W>::type;
-    VT x = x_in;
-    using I = IntOf<T>;
-    typedef I VI __attribute__((vector_size(W * sizeof(T))));
-    constexpr bool f32 = std::is_same_v<T, float>;
-    constexpr int mant = f32 ? 23 : 52;
-    constexpr I bias = f32 ? 127 : 1023;
-    const T lo = f32 ? T(-88.02969193111305) : T(-709.0895657128241);  // -bias * ln2
-    const T hi = f32 ? T(88.37626) : T(709.782712893384);
-    const T log2e = T(1.4426950408889634);
-    const T ln2hi = f32 ? T(0.693145751953125) : T(0.6931471803691238);
-    const T ln2lo = f32 ? T(1.428606765330187e-06) : T(1.9082149292705877e-10);
-    const T magic = f32 ? T(12582912.0) : T(6755399441055744.0);  // 1.5 * 2^mant: rounds to int
-
-    x = x < lo ? vsplat<VT>(lo) : x;
-    x = x > hi ? vsplat<VT>(hi) : x;
-    VT kb = x * log2e + magic;  // n sits in the low mantissa bits of kb
-    VT kf = kb - magic;
-    VT r = x - kf * ln2hi;
-    r = r - kf * ln2lo;
-    VT p;
-    if constexpr (f32) {
-        p = vsplat<VT>(T(1.0 / 5040));
-        p = p * r + T(1.0 / 720);
-        p = p * r + T(1.0 / 120);
-        p = p * r + T(1.0 / 24);
-        p = p * r + T(1.0 / 6);
-        p = p * r + T(0.5);
-        p = p * r + T(1);
-        p = p * r + T(1);
-    } else {
-        p = vsplat<VT>(T(1.0 / 6227020800.0));
-        const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                                   1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
-                                   1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
-                                   1.0 / 6.0,         0.5,              1.0,
-                                   1.0};
-        for (double c : inv_fact) p = p * r + T(c);
-    }
-    VI n = (VI)kb - (VI)vsplat<VT>(magic);
-    VI e = (n + bias) << mant;  // n = -bias (x clamped to lo) gives the bit pattern of +0.0
-    return p * (VT)e;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The micro-kernel: an R x (NV*W) block of C = sum_k A(r, k) * B[k][c], held in registers.
-// A is read through strides (ars, acs), so A^T needs no copy; B is row-major with stride ldb.
-// MODE 0: C = AB.  MODE 1: C += AB.  MODE 2: C = C * rowscale[r] + AB (online-softmax rescale).
-
-template <typename T, int W, int R, int NV, int MODE>
-TL_INLINE void micro(long K, const T* A, long ars, long acs, const T* B, long ldb, T* C, long ldc,
-                     const T* rowscale) {
-    using VT = typename Vec<T, W>::type;
-    VT acc[R][NV];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) {
-            if constexpr (MODE == 0) {
-                acc[r][v] = VT{};
-            } else if constexpr (MODE == 1) {
-                acc[r][v] = vload<VT>(C + r * ldc + v * W);
-            } else {
-                acc[r][v] = vload<VT>(C + r * ldc + v * W) * rowscale[r];
-            }
-        }
-    }
-    for (long k = 0; k < K; ++k) {
-        VT b[NV];
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) b[v] = vload<VT>(B + k * ldb + v * W);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-            const T a = A[r * ars + k * acs];
-#pragma GCC unroll 8
-            for (int v = 0; v < NV; ++v) acc[r][v] += b[v] * a;
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
-    }
-}
-
-// Register-tile shapes per instruction set: R rows x NVMAX vectors of accumulators, leaving
-// registers for the B row and the broadcast (32 zmm; 16 ymm / xmm).
-struct IsaAvx512 {
-    static constexpr int bytes = 64, R = 4, NVMAX = 4;
-};
-struct IsaAvx2 {
-    static constexpr int bytes = 32, R = 4, NVMAX = 3;
-};
-struct IsaBase {
-    static constexpr int bytes = 16, R = 4, NVMAX = 3;
-};
-
-// Causal structure of a tile that the diagonal crosses, so that a product can skip the
-// register blocks that is_causal masks entirely. `off` is (first key - first query) for
-// rows of keys and (first query - first key) for rows of queries.
-struct Tri {
-    enum Kind { none, kend, kstart, nstart } kind = none;
-    long off = 0;
-};
-//   kend:   rows are queries, K runs over keys: row block i needs keys k < off + i + R.
-//   kstart: rows are keys, K runs over queries: row block i needs queries k >= off + i.
-//   nstart: rows are keys, columns are queries: row block i needs columns >= off + i; the
-//           columns skipped are written as zeros (MODE 0 only), so C stays fully defined.
-
-// C (M x N) op= A (M x K) B (K x N); M a multiple of Isa::R, N a multiple of the vector width.
-template <typename T, class Isa, int MODE>
-TL_INLINE void gemm(long M, long N, long K, const T* A, long ars, long acs, const T* B, long ldb,
-                    T* C, long ldc, const T* rowscale = nullptr, Tri tri = {}) {
-    constexpr int W = Isa::bytes / sizeof(T), R = Isa::R, NVM = Isa::NVMAX;
-    static_assert(NVM >= 3 && NVM <= 4, "remainder dispatch below covers 1..3 vectors");
-    for (long i = 0; i < M; i += R) {
-        long k0 = 0, k1 = K, n = 0;
-        if (tri.kind == Tri::kend) k1 = std::clamp(tri.off + i + R, 0L, K);
-        if (tri.kind == Tri::kstart) k0 = std::clamp(tri.off + i, 0L, K);
-        if (tri.kind == Tri::nstart) {
-            n = std::clamp(tri.off + i, 0L, N) / W * W;
-            for (int r = 0; r < R; ++r) std::memset(C + (i + r) * ldc, 0, sizeof(T) * n);
-        }
-        const long Kb = std::max(k1 - k0, 0L);
-        const T* Ai = A + i * ars + k0 * acs;
-        const T* Bk = B + k0 * ldb;
-        T* Ci = C + i * ldc;
-        const T* rs = rowscale ? rowscale + i : nullptr;
-        for (; n + NVM * W <= N; n += NVM * W)
-            micro<T, W, R, NVM, MODE>(Kb, Ai, ars, acs, Bk + n, ldb, Ci + n, ldc, rs);
-        switch ((N - n) / W) {
-            case 1: micro<T, W, R, 1, MODE>(Kb, Ai, ars, acs, Bk + n, ldb, Ci + n, ldc, rs); break;
-            case 2: micro<T, W, R, 2, MODE>(Kb, Ai, ars, acs, Bk + n, ldb, Ci + n, ldc, rs); break;
-            case 3: micro<T, W, R, 3, MODE>(Kb, Ai, ars, acs, Bk + n, ldb, Ci + n, ldc, rs); break;
-            default: break;
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Problem description shared by both passes.
-//
-// Layout: a score tile is held transposed, ST[j][i] for key j (row) and query i (vector lane),
-// BK x BQ. Then the softmax statistics of the BQ queries are plain vectors (column max, column
-// sum: no horizontal reductions), the key-side operands k and v enter the products as broadcast
-// scalars read through their own strides (never copied), and only q and do need a transposed,
-// scaled copy of BQ x D per tile.
-
-template <typename T>
-struct View4 {  // a strided 4-D (or 3-D, s[3] unused) input, strides in elements
-    const T* p = nullptr;
-    long s[4] = {0, 0, 0, 0};
-    const T* at(long b, long h, long t) const { return p + b * s[0] + h * s[1] + t * s[2]; }
-};
+// Operands and per-thread memory.
 
 // A (B, H, T, Dp) operand read as contiguous rows of Dp (a whole number of vectors): the
 // caller's array itself when it allows, else a zero-padded copy (see rows_operand).
@@ -266,16 +45,6 @@ struct Rows {
     const T* p = nullptr;
     long sb = 0, sh = 0, st = 0;
     const T* row(long b, long h, long t) const { return p + b * sb + h * sh + t * st; }
-};
-
-template <typename T>
-struct Problem {
-    long B, H, Tq, Tk, D;
-    long Dp, Tqp;  // D padded to a whole 64-byte vector, Tq to whole query tiles
-    long nqt, nkt;
-    bool causal;
-    T scale;
-    View4<T> mask;  // p == nullptr: no mask; broadcast dims have stride 0
 };
 
 struct FreeDeleter {
@@ -363,16 +132,24 @@ TL_INLINE void mask_st_row(const Problem<T>& pb, long b, long h, long i0, long r
 // ---------------------------------------------------------------------------------------------
 // Forward: one (batch*head, query tile) task.
 
+// Per thread. Every array's size is a multiple of 16 elements (BQ and BK are), so each starts
+// 64-byte aligned in the aligned block run_tasks carves it from.
 template <typename T>
-struct FwdScratch {  // per thread
+struct FwdScratch {
     T *QT, *ST, *O, *Kt, *m, *l, *alpha;
+    static long size(const Problem<T>& pb) {
+        return pb.D * BQ + BK * BQ + BQ * pb.Dp + BK * pb.D + 3 * BQ;
+    }
+    FwdScratch(T* p, const Problem<T>& pb)
+        : QT(p), ST(QT + pb.D * BQ), O(ST + BK * BQ), Kt(O + BQ * pb.Dp), m(Kt + BK * pb.D),
+          l(m + BQ), alpha(l + BQ) {}
 };
 
-template <typename T, class Isa>
+template <class Isa, typename T>
 TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>& k,
                         const Rows<T>& vrows, long bh, long qt, const FwdScratch<T>& w, T* out,
                         T* lse_out) {
-    constexpr int W = Isa::bytes / sizeof(T), R = Isa::R;
+    constexpr int W = Isa::vbytes / sizeof(T), R = Tile<Isa>::R;
     using VT = typename Vec<T, W>::type;
     const T ninf = -std::numeric_limits<T>::infinity();
     const long b = bh / pb.H, h = bh % pb.H, D = pb.D, Dp = pb.Dp;
@@ -408,10 +185,10 @@ TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>&
             }
             // A query that has seen only -inf so far shifts by 0: exp(-inf - 0) = 0, not NaN.
             const VT shift = mx == vsplat<VT>(ninf) ? VT{} : mx;
-            const VT alpha = vexp<T, W>(m_old - shift);  // m_old = -inf: 0 wipes the empty start
+            const VT alpha = exp_poly(m_old - shift);  // m_old = -inf: 0 wipes the empty start
             VT sum = VT{};
             for (long j = 0; j < cols; ++j) {
-                const VT p = vexp<T, W>(vload<VT>(w.ST + j * BQ + v) - shift);
+                const VT p = exp_poly(vload<VT>(w.ST + j * BQ + v) - shift);
                 vstore(w.ST + j * BQ + v, p);
                 sum += p;
             }
@@ -455,14 +232,18 @@ struct BwdData {
 };
 
 template <typename T>
-struct BwdScratch {  // per thread
+struct BwdScratch {  // per thread, laid out as FwdScratch
     T *ST, *dST, *dK, *dV, *Kt, *Vt;
+    static long size(const Problem<T>& pb) { return 2 * BK * BQ + 2 * BK * pb.Dp + 2 * BK * pb.D; }
+    BwdScratch(T* p, const Problem<T>& pb)
+        : ST(p), dST(ST + BK * BQ), dK(dST + BK * BQ), dV(dK + BK * pb.Dp), Kt(dV + BK * pb.Dp),
+          Vt(Kt + BK * pb.D) {}
 };
 
-template <typename T, class Isa>
+template <class Isa, typename T>
 TL_INLINE void bwd_group(const Problem<T>& pb, const BwdData<T>& bd, long bh, long g,
                          const BwdScratch<T>& w, T* dk_out, T* dv_out) {
-    constexpr int W = Isa::bytes / sizeof(T), R = Isa::R;
+    constexpr int W = Isa::vbytes / sizeof(T), R = Tile<Isa>::R;
     using VT = typename Vec<T, W>::type;
     const long b = bh / pb.H, h = bh % pb.H, Dp = pb.Dp, D = pb.D;
     T* dQ = bd.dQ + (g * pb.B * pb.H + bh) * pb.Tqp * Dp;
@@ -497,7 +278,7 @@ TL_INLINE void bwd_group(const Problem<T>& pb, const BwdData<T>& bd, long bh, lo
                 T* dst = w.dST + j * BQ;
                 mask_st_row<T, W>(pb, b, h, i0, rows, j0 + j, st);
                 for (long v = 0; v < BQ; v += W) {
-                    const VT p = vexp<T, W>(vload<VT>(st + v) - vload<VT>(L + v));
+                    const VT p = exp_poly(vload<VT>(st + v) - vload<VT>(L + v));
                     vstore(st + v, p);
                     vstore(dst + v, p * (vload<VT>(dst + v) - vload<VT>(Di + v)));
                 }
@@ -519,93 +300,6 @@ TL_INLINE void bwd_group(const Problem<T>& pb, const BwdData<T>& bd, long bh, lo
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Instruction-set variants and run-time choice.
-
-template <typename T>
-using FwdFn = void (*)(const Problem<T>&, const View4<T>&, const View4<T>&, const Rows<T>&, long,
-                       long, const FwdScratch<T>&, T*, T*);
-template <typename T>
-using BwdFn = void (*)(const Problem<T>&, const BwdData<T>&, long, long, const BwdScratch<T>&, T*,
-                       T*);
-
-#define TL_VARIANTS(SUFFIX, ATTR, ISA)                                                        \
-    template <typename T>                                                                     \
-    ATTR void fwd_##SUFFIX(const Problem<T>& pb, const View4<T>& q, const View4<T>& k,        \
-                           const Rows<T>& v, long bh, long qt, const FwdScratch<T>& w, T* o,  \
-                           T* lse) {                                                          \
-        fwd_tile<T, ISA>(pb, q, k, v, bh, qt, w, o, lse);                                     \
-    }                                                                                         \
-    template <typename T>                                                                     \
-    ATTR void bwd_##SUFFIX(const Problem<T>& pb, const BwdData<T>& bd, long bh, long g,       \
-                           const BwdScratch<T>& w, T* dk, T* dv) {                            \
-        bwd_group<T, ISA>(pb, bd, bh, g, w, dk, dv);                                          \
-    }
-
-TL_VARIANTS(base, , IsaBase)
-#if TL_X86
-TL_VARIANTS(avx2, TL_TARGET_AVX2, IsaAvx2)
-TL_VARIANTS(avx512, TL_TARGET_AVX512, IsaAvx512)
-#endif
-
-enum class Isa { base = 0, avx2 = 1, avx512 = 2 };
-const char* isa_name(Isa i) {
-    return i == Isa::avx512 ? "avx512" : i == Isa::avx2 ? "avx2" : "base";
-}
-
-Isa best_isa() {
-#if TL_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return Isa::avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-#endif
-    return Isa::base;
-}
-
-Isa g_isa = best_isa();  // tests lower it through _attention_set_isa to cover every variant
-
-template <typename T>
-FwdFn<T> pick_fwd() {
-#if TL_X86
-    if (g_isa == Isa::avx512) return fwd_avx512<T>;
-    if (g_isa == Isa::avx2) return fwd_avx2<T>;
-#endif
-    return fwd_base<T>;
-}
-template <typename T>
-BwdFn<T> pick_bwd() {
-#if TL_X86
-    if (g_isa == Isa::avx512) return bwd_avx512<T>;
-    if (g_isa == Isa::avx2) return bwd_avx2<T>;
-#endif
-    return bwd_base<T>;
-}
-
-int max_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-int thread_id() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-int num_procs() {
-#ifdef _OPENMP
-    return omp_get_num_procs();
-#else
-    return 1;
-#endif
-}
-
 // Threads for a problem of `work` multiply-adds. Waking a team costs a few microseconds on
 // an idle machine and whole scheduler time slices (milliseconds) when the cores are shared,
 // so small problems (decoding one token, the tiny models of the tests) stay on one thread.
@@ -613,8 +307,31 @@ int num_procs() {
 template <typename T>
 int threads_for(const Problem<T>& pb) {
     const double work = double(pb.B) * pb.H * pb.Tq * pb.Tk * pb.D;
-    return work < double(1 << 20) ? 1 : max_threads();
+    return work < double(1 << 20) ? 1 : tl::max_threads();
 }
+
+// One (batch*head, query tile) forward task and one (batch*head, key-tile group) backward
+// task, each compiled per instruction set.
+TL_VARIANTS(fwd_task, fwd_tile)
+TL_VARIANTS(bwd_task, bwd_group)
+
+// Runs task(t, scratch) for every t < ntasks on a team of nth threads, each with its own
+// Scratch (zeroed; freed with `owner`). Allocated before the team starts, so that a failure
+// is a MemoryError, not an exception inside a parallel region. Dynamic schedule: tasks differ
+// in cost (causal tiles, ragged tails) and are few.
+template <class Scratch, typename T, class F>
+void run_tasks(const Problem<T>& pb, int nth, long ntasks, std::vector<Buffer>& owner, F&& task) {
+    const long per = round_up(Scratch::size(pb), 16);
+    T* all = alloc_zeroed<T>(owner, nth * per);
+#pragma omp parallel num_threads(nth)
+    {
+        const Scratch w(all + tl::thread_id() * per, pb);
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < ntasks; ++t) task(t, w);
+    }
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // The two passes over a whole problem (GIL released by the caller).
@@ -622,30 +339,14 @@ int threads_for(const Problem<T>& pb) {
 template <typename T>
 void run_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, const View4<T>& v,
                  T* o, T* lse) {
-    const long BH = pb.B * pb.H, D = pb.D, Dp = pb.Dp;
+    const long BH = pb.B * pb.H;
     std::vector<Buffer> owner;
     const int nth = threads_for(pb);
     const Rows<T> vrows = rows_operand(pb, v, pb.Tk, owner, nth);
-    const long per = round_up(D * BQ + BK * BQ + BQ * Dp + BK * D + 3 * BQ, 16);
-    T* scratch = alloc_zeroed<T>(owner, nth * per);
-    const FwdFn<T> fn = pick_fwd<T>();
-    const long ntasks = BH * pb.nqt;
-#pragma omp parallel num_threads(nth)
-    {
-        // Every array size is a multiple of 16 elements, so each starts 64-byte aligned.
-        T* base = scratch + thread_id() * per;
-        FwdScratch<T> w;
-        w.QT = base;
-        w.ST = w.QT + D * BQ;
-        w.O = w.ST + BK * BQ;
-        w.Kt = w.O + BQ * Dp;
-        w.m = w.Kt + BK * D;
-        w.l = w.m + BQ;
-        w.alpha = w.l + BQ;
-        // Late (causal: most expensive) query tiles first, so the dynamic schedule ends evenly.
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; ++t) fn(pb, q, k, vrows, t % BH, pb.nqt - 1 - t / BH, w, o, lse);
-    }
+    // Late (causal: most expensive) query tiles first, so the dynamic schedule ends evenly.
+    run_tasks<FwdScratch<T>>(pb, nth, BH * pb.nqt, owner, [&](long t, const FwdScratch<T>& w) {
+        fwd_task(pb, q, k, vrows, t % BH, pb.nqt - 1 - t / BH, w, o, lse);
+    });
 }
 
 template <typename T>
@@ -662,7 +363,7 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     bd.krows = rows_operand(pb, k, pb.Tk, owner, nth);
     // Enough (head, group) tasks to keep the machine busy; depends on shapes and core count
     // only, so the summation order of dq, and hence the result, is the same for any thread count.
-    const long want = 4L * num_procs();
+    const long want = 4L * tl::num_procs();
     bd.G = std::max(1L, std::min(std::max(pb.nkt, 1L), (want + BH - 1) / std::max(BH, 1L)));
     T* QT = alloc_zeroed<T>(owner, BH * pb.nqt * D * BQ);
     T* dOT = alloc_zeroed<T>(owner, BH * pb.nqt * D * BQ);
@@ -670,9 +371,6 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     T* Di = alloc_zeroed<T>(owner, BH * pb.Tqp);
     bd.QT = QT, bd.dOT = dOT, bd.lse = L, bd.Di = Di;
     bd.dQ = alloc_zeroed<T>(owner, bd.G * BH * pb.Tqp * Dp);
-    const long per = round_up(2 * BK * BQ + 2 * BK * Dp + 2 * BK * D, 16);
-    T* scratch = alloc_zeroed<T>(owner, nth * per);
-    const BwdFn<T> fn = pick_bwd<T>();
 
 #pragma omp parallel for schedule(static) num_threads(nth)
     for (long t = 0; t < BH * pb.nqt; ++t) {
@@ -693,20 +391,9 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
         }
     }
 
-    const long ntasks = BH * bd.G;
-#pragma omp parallel num_threads(nth)
-    {
-        T* base = scratch + thread_id() * per;
-        BwdScratch<T> w;
-        w.ST = base;
-        w.dST = w.ST + BK * BQ;
-        w.dK = w.dST + BK * BQ;
-        w.dV = w.dK + BK * Dp;
-        w.Kt = w.dV + BK * Dp;
-        w.Vt = w.Kt + BK * D;
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; ++t) fn(pb, bd, t % BH, t / BH, w, dk, dv);
-    }
+    run_tasks<BwdScratch<T>>(pb, nth, BH * bd.G, owner, [&](long t, const BwdScratch<T>& w) {
+        bwd_task(pb, bd, t % BH, t / BH, w, dk, dv);
+    });
 
     // dq = scale * sum over groups, always in group order.
 #pragma omp parallel for schedule(static) num_threads(nth)
@@ -722,208 +409,14 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Python boundary: validation, dtype dispatch, strided views, GIL release.
+#define TL_INSTANTIATE(T)                                                                    \
+    template void run_forward<T>(const Problem<T>&, const View4<T>&, const View4<T>&,         \
+                                 const View4<T>&, T*, T*);                                    \
+    template void run_backward<T>(const Problem<T>&, const View4<T>&, const View4<T>&,        \
+                                  const View4<T>&, const View4<T>&, const View4<T>&,          \
+                                  const View4<T>&, T*, T*, T*);
+TL_INSTANTIATE(float)
+TL_INSTANTIATE(double)
+#undef TL_INSTANTIATE
 
-std::string shape_str(const py::array& a) {
-    std::ostringstream s;
-    s << "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-    if (a.ndim() == 1) s << ",";
-    s << ")";
-    return s.str();
-}
-std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
-
-py::array as_array(const char* op, const char* name, const py::handle& obj) {
-    if (!py::isinstance<py::array>(obj))
-        throw py::type_error(std::string(op) + ": " + name + " must be a numpy array, got " +
-                             py::str(py::type::of(obj)).cast<std::string>());
-    return py::reinterpret_borrow<py::array>(obj);
-}
-
-// Strides in elements; an array whose strides are not whole elements is copied first.
-template <typename T>
-View4<T> view_of(py::array& a) {
-    for (py::ssize_t i = 0; i < a.ndim(); ++i)
-        if (a.strides(i) % (py::ssize_t)sizeof(T) != 0) {
-            a = py::array::ensure(a, py::array::c_style);
-            break;
-        }
-    View4<T> v;
-    v.p = static_cast<const T*>(a.data());
-    for (py::ssize_t i = 0; i < a.ndim(); ++i)
-        v.s[i] = a.shape(i) == 1 ? 0 : a.strides(i) / (py::ssize_t)sizeof(T);
-    return v;
-}
-
-struct Checked {
-    long B, H, Tq, Tk, D;
-    bool f64;
-};
-
-Checked check_inputs(const char* op, const py::array& q, const py::array& k, const py::array& v,
-                     const py::object& mask) {
-    if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4)
-        throw py::value_error(std::string(op) + ": q, k, v must be 4-D (B, H, T, D), got q " +
-                              shape_str(q) + ", k " + shape_str(k) + ", v " + shape_str(v));
-    Checked c{(long)q.shape(0), (long)q.shape(1), (long)q.shape(2), (long)k.shape(2),
-              (long)q.shape(3), false};
-    if (k.shape(0) != c.B || k.shape(1) != c.H || k.shape(3) != c.D || v.shape(0) != c.B ||
-        v.shape(1) != c.H || v.shape(2) != c.Tk || v.shape(3) != c.D)
-        throw py::value_error(std::string(op) + ": expected k and v of shape (" +
-                              std::to_string(c.B) + ", " + std::to_string(c.H) + ", Tk, " +
-                              std::to_string(c.D) + ") to match q " + shape_str(q) + ", got k " +
-                              shape_str(k) + ", v " + shape_str(v));
-    const bool f32 = q.dtype().equal(py::dtype::of<float>());
-    c.f64 = q.dtype().equal(py::dtype::of<double>());
-    if ((!f32 && !c.f64) || !k.dtype().equal(q.dtype()) || !v.dtype().equal(q.dtype()))
-        throw py::type_error(std::string(op) +
-                             ": q, k, v must all be float32 or all float64, got " + dtype_str(q) +
-                             ", " + dtype_str(k) + ", " + dtype_str(v));
-    if (!mask.is_none()) {
-        py::array m = as_array(op, "mask", mask);
-        if (m.ndim() != 4 || (m.shape(0) != 1 && m.shape(0) != c.B) ||
-            (m.shape(1) != 1 && m.shape(1) != c.H) || (m.shape(2) != 1 && m.shape(2) != c.Tq) ||
-            m.shape(3) != c.Tk)
-            throw py::value_error(std::string(op) + ": mask of shape " + shape_str(m) +
-                                  " does not broadcast as (1|" + std::to_string(c.B) + ", 1|" +
-                                  std::to_string(c.H) + ", 1|" + std::to_string(c.Tq) + ", " +
-                                  std::to_string(c.Tk) + ") for q " + shape_str(q) + ", k " +
-                                  shape_str(k));
-        if (!m.dtype().equal(q.dtype()))
-            throw py::type_error(std::string(op) + ": mask must be an additive float mask of q's "
-                                 "dtype " + dtype_str(q) + ", got " + dtype_str(m));
-    }
-    return c;
-}
-
-template <typename T>
-Problem<T> make_problem(const Checked& c, bool causal, double scale) {
-    constexpr long W = 64 / sizeof(T);  // pad D to the widest vector, whichever ISA runs
-    Problem<T> pb;
-    pb.B = c.B, pb.H = c.H, pb.Tq = c.Tq, pb.Tk = c.Tk, pb.D = c.D;
-    pb.Dp = round_up(c.D, W);
-    pb.Tqp = round_up(c.Tq, BQ);
-    pb.nqt = pb.Tqp / BQ;
-    pb.nkt = round_up(c.Tk, BK) / BK;
-    pb.causal = causal;
-    pb.scale = T(scale);
-    return pb;
-}
-
-template <typename T>
-py::tuple forward_typed(const Checked& c, py::array q, py::array k, py::array v, py::object mask,
-                        bool causal, double scale) {
-    Problem<T> pb = make_problem<T>(c, causal, scale);
-    py::array mk;
-    if (!mask.is_none()) {
-        mk = py::reinterpret_borrow<py::array>(mask);
-        pb.mask = view_of<T>(mk);
-    }
-    View4<T> qv = view_of<T>(q), kv = view_of<T>(k), vv = view_of<T>(v);
-    py::array_t<T> o({c.B, c.H, c.Tq, c.D});
-    py::array_t<T> lse({c.B, c.H, c.Tq});
-    T* op = o.mutable_data();
-    T* lp = lse.mutable_data();
-    {
-        py::gil_scoped_release nogil;
-        run_forward(pb, qv, kv, vv, op, lp);
-    }
-    return py::make_tuple(o, lse);
-}
-
-template <typename T>
-py::tuple backward_typed(const Checked& c, py::array q, py::array k, py::array v, py::array o,
-                         py::array lse, py::array dout, py::object mask, bool causal,
-                         double scale) {
-    Problem<T> pb = make_problem<T>(c, causal, scale);
-    py::array mk;
-    if (!mask.is_none()) {
-        mk = py::reinterpret_borrow<py::array>(mask);
-        pb.mask = view_of<T>(mk);
-    }
-    View4<T> qv = view_of<T>(q), kv = view_of<T>(k), vv = view_of<T>(v);
-    View4<T> ov = view_of<T>(o), lv = view_of<T>(lse), dv_ = view_of<T>(dout);
-    py::array_t<T> dq({c.B, c.H, c.Tq, c.D});
-    py::array_t<T> dk({c.B, c.H, c.Tk, c.D});
-    py::array_t<T> dv({c.B, c.H, c.Tk, c.D});
-    T* dqp = dq.mutable_data();
-    T* dkp = dk.mutable_data();
-    T* dvp = dv.mutable_data();
-    {
-        py::gil_scoped_release nogil;
-        run_backward(pb, qv, kv, vv, ov, lv, dv_, dqp, dkp, dvp);
-    }
-    return py::make_tuple(dq, dk, dv);
-}
-
-py::tuple attention_forward(py::object q_, py::object k_, py::object v_, py::object mask,
-                            bool is_causal, double scale) {
-    const char* op = "attention_forward";
-    py::array q = as_array(op, "q", q_), k = as_array(op, "k", k_), v = as_array(op, "v", v_);
-    Checked c = check_inputs(op, q, k, v, mask);
-    return c.f64 ? forward_typed<double>(c, q, k, v, mask, is_causal, scale)
-                 : forward_typed<float>(c, q, k, v, mask, is_causal, scale);
-}
-
-py::tuple attention_backward(py::object q_, py::object k_, py::object v_, py::object o_,
-                             py::object lse_, py::object do_, py::object mask, bool is_causal,
-                             double scale) {
-    const char* op = "attention_backward";
-    py::array q = as_array(op, "q", q_), k = as_array(op, "k", k_), v = as_array(op, "v", v_);
-    py::array o = as_array(op, "o", o_), lse = as_array(op, "lse", lse_);
-    py::array dout = as_array(op, "do", do_);
-    Checked c = check_inputs(op, q, k, v, mask);
-    const bool same = o.ndim() == 4 && dout.ndim() == 4 && lse.ndim() == 3 &&
-                      o.shape(0) == c.B && o.shape(1) == c.H && o.shape(2) == c.Tq &&
-                      o.shape(3) == c.D && dout.shape(0) == c.B && dout.shape(1) == c.H &&
-                      dout.shape(2) == c.Tq && dout.shape(3) == c.D && lse.shape(0) == c.B &&
-                      lse.shape(1) == c.H && lse.shape(2) == c.Tq;
-    if (!same)
-        throw py::value_error(std::string(op) + ": expected o and do of shape " + shape_str(q) +
-                              " and lse of shape (" + std::to_string(c.B) + ", " +
-                              std::to_string(c.H) + ", " + std::to_string(c.Tq) + ") for q " +
-                              shape_str(q) + ", got o " + shape_str(o) + ", do " +
-                              shape_str(dout) + ", lse " + shape_str(lse));
-    if (!o.dtype().equal(q.dtype()) || !dout.dtype().equal(q.dtype()) ||
-        !lse.dtype().equal(q.dtype()))
-        throw py::type_error(std::string(op) + ": o, do and lse must have q's dtype " +
-                             dtype_str(q) + ", got " + dtype_str(o) + ", " + dtype_str(dout) +
-                             ", " + dtype_str(lse));
-    return c.f64 ? backward_typed<double>(c, q, k, v, o, lse, dout, mask, is_causal, scale)
-                 : backward_typed<float>(c, q, k, v, o, lse, dout, mask, is_causal, scale);
-}
-
-std::string set_isa(const std::string& name) {
-    const std::string previous = isa_name(g_isa);
-    const Isa best = best_isa();
-    Isa want;
-    if (name == "auto") want = best;
-    else if (name == "avx512") want = Isa::avx512;
-    else if (name == "avx2") want = Isa::avx2;
-    else if (name == "base") want = Isa::base;
-    else throw py::value_error("_attention_set_isa: expected 'auto', 'avx512', 'avx2' or 'base', "
-                               "got '" + name + "'");
-    if ((int)want > (int)best)
-        throw py::value_error(std::string("_attention_set_isa: this CPU supports up to '") +
-                              isa_name(best) + "', not '" + name + "'");
-    g_isa = want;
-    return previous;
-}
-
-}  // namespace
-
-void bind_attention(py::module_& m) {
-    m.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"),
-          py::arg("mask"), py::arg("is_causal"), py::arg("scale"),
-          "Flash-style attention forward -> (o, lse); see docs/KERNELS.md.");
-    m.def("attention_backward", &attention_backward, py::arg("q"), py::arg("k"), py::arg("v"),
-          py::arg("o"), py::arg("lse"), py::arg("do"), py::arg("mask"), py::arg("is_causal"),
-          py::arg("scale"), "Flash-style attention backward -> (dq, dk, dv); see docs/KERNELS.md.");
-    m.def("_attention_isa", []() { return std::string(isa_name(g_isa)); },
-          "The instruction-set variant the attention kernels run ('avx512', 'avx2' or 'base').");
-    m.def("_attention_set_isa", &set_isa, py::arg("name"),
-          "Forces an attention kernel variant ('auto' = best this CPU has); returns the previous "
-          "one. For tests of the lower variants.");
-}
+}  // namespace tl::attn

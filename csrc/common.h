@@ -8,7 +8,7 @@ namespace py = pybind11;
 
 void bind_threads(py::module_& m);
 void bind_softmax(py::module_& m);
-void bind_layernorm(py::module_& m);
+void bind_layer_norm(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_cross_entropy(py::module_& m);
 void bind_gelu(py::module_& m);

@@ -50,25 +50,22 @@ TL_INLINE void backward_rows(const T* x, const int64_t* t, const T* lse, const T
     }
 }
 
-TL_CLONES void fwd(const float* x, const int64_t* t, float* loss, float* lse, int64_t rows,
-                   int64_t V, int64_t ignore, double e) {
-    e != 0.0 ? forward_rows<float, true>(x, t, loss, lse, rows, V, ignore, e)
-             : forward_rows<float, false>(x, t, loss, lse, rows, V, ignore, e);
+template <class Isa, class T>
+TL_INLINE void fwd_impl(const T* x, const int64_t* t, T* loss, T* lse, int64_t rows, int64_t V,
+                        int64_t ignore, double e) {
+    e != 0.0 ? forward_rows<T, true>(x, t, loss, lse, rows, V, ignore, e)
+             : forward_rows<T, false>(x, t, loss, lse, rows, V, ignore, e);
 }
-TL_CLONES void fwd(const double* x, const int64_t* t, double* loss, double* lse, int64_t rows,
-                   int64_t V, int64_t ignore, double e) {
-    e != 0.0 ? forward_rows<double, true>(x, t, loss, lse, rows, V, ignore, e)
-             : forward_rows<double, false>(x, t, loss, lse, rows, V, ignore, e);
-}
-TL_CLONES void bwd(const float* x, const int64_t* t, const float* lse, const float* dloss,
-                   float* dx, int64_t rows, int64_t V, int64_t ignore, double e) {
+template <class Isa, class T>
+TL_INLINE void bwd_impl(const T* x, const int64_t* t, const T* lse, const T* dloss, T* dx,
+                        int64_t rows, int64_t V, int64_t ignore, double e) {
     backward_rows(x, t, lse, dloss, dx, rows, V, ignore, e);
 }
-TL_CLONES void bwd(const double* x, const int64_t* t, const double* lse, const double* dloss,
-                   double* dx, int64_t rows, int64_t V, int64_t ignore, double e) {
-    backward_rows(x, t, lse, dloss, dx, rows, V, ignore, e);
-}
+TL_VARIANTS(fwd, fwd_impl)
+TL_VARIANTS(bwd, bwd_impl)
 
+// Memory-safety guards (Python checks arguments for users at the op boundary): the kernels
+// index logits by the targets and the shapes checked here.
 // Shapes, dtypes and target range, all checked before any kernel runs (never inside
 // a parallel region, where an exception cannot be thrown).
 tl::carray<int64_t> checked_targets(const char* op, const py::array& logits,

@@ -105,19 +105,27 @@ TL_INLINE void backward_f64(const double* x, const double* dy, double* dx, int64
     }
 }
 
-TL_CLONES void fwd(const float* x, float* y, int64_t n, bool tanh) {
+template <class Isa>
+TL_INLINE void fwd_impl(const float* x, float* y, int64_t n, bool tanh) {
     tanh ? forward_f32<true>(x, y, n) : forward_f32<false>(x, y, n);
 }
-TL_CLONES void fwd(const double* x, double* y, int64_t n, bool tanh) {
+template <class Isa>
+TL_INLINE void fwd_impl(const double* x, double* y, int64_t n, bool tanh) {
     tanh ? forward_f64<true>(x, y, n) : forward_f64<false>(x, y, n);
 }
-TL_CLONES void bwd(const float* x, const float* dy, float* dx, int64_t n, bool tanh) {
+template <class Isa>
+TL_INLINE void bwd_impl(const float* x, const float* dy, float* dx, int64_t n, bool tanh) {
     tanh ? backward_f32<true>(x, dy, dx, n) : backward_f32<false>(x, dy, dx, n);
 }
-TL_CLONES void bwd(const double* x, const double* dy, double* dx, int64_t n, bool tanh) {
+template <class Isa>
+TL_INLINE void bwd_impl(const double* x, const double* dy, double* dx, int64_t n, bool tanh) {
     tanh ? backward_f64<true>(x, dy, dx, n) : backward_f64<false>(x, dy, dx, n);
 }
+TL_VARIANTS(fwd, fwd_impl)
+TL_VARIANTS(bwd, bwd_impl)
 
+// Memory-safety guards (Python checks arguments for users at the op boundary): the dtype and
+// shape checks below keep the raw loops inside the arrays; is_tanh picks the formula.
 bool is_tanh(const char* op, const std::string& approximate) {
     if (approximate == "tanh") return true;
     if (approximate == "none") return false;

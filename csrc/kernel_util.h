@@ -1,37 +1,168 @@
-// Helpers shared by the fused CPU kernels: dtype dispatch and argument checks at the
-// Python boundary, a row-parallel loop, per-CPU code selection, row loops without scalar
-// remainders, and a vectorisable float exp.
+// Helpers shared by the fused CPU kernels: per-CPU code selection, OpenMP queries, dtype
+// dispatch and argument checks at the Python boundary, a row-parallel loop, row loops
+// without scalar remainders, and the one vectorisable exp.
 #pragma once
 #include "common.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-// Hot loops are compiled three times (AVX-512, AVX2+FMA, baseline x86-64) and the
-// loader picks the best one for the running CPU, so the extension stays portable
-// without -march=native. Elsewhere they are compiled once, as they are with
-// -DTL_NO_CLONES (used to test the baseline code path on an AVX-512 machine).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(TL_NO_CLONES)
-#define TL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TL_CLONES
-#endif
 #define TL_INLINE inline __attribute__((always_inline))
 // Lambdas handed to the row helpers must be inlined into the vectorised loop.
 #define TL_LAMBDA __attribute__((always_inline))
 
+// ---------------------------------------------------------------------------------------------
+// Per-CPU code selection.
+//
+// The extension is built without -march=native so that one build runs on any x86-64 CPU, yet
+// the hot loops should use AVX-512 or AVX2+FMA where the CPU has them. So every hot function is
+// compiled once per instruction set (target attributes) and a dispatcher calls the variant of
+// the active set: by default the best this CPU has; tests lower it (_C._set_isa) to cover every
+// variant on one machine. The variant is an explicit template argument, not a GCC
+// target_clones copy, because the attention kernel needs the instruction set at compile time
+// (its register tiles and vector widths differ per set) and a clone cannot know its target.
+//
+// -DTL_NO_CLONES, and builds for other CPUs or compilers, compile every kernel once, for what
+// the compiler flags target: baseline x86-64, or e.g. -march=haswell to test the AVX2 path
+// (CPPFLAGS="-DTL_NO_CLONES -march=haswell" python setup.py build_ext --inplace --force; recent
+// setuptools hand C++ compiles CXXFLAGS and CPPFLAGS, not CFLAGS).
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(TL_NO_CLONES)
+#define TL_MULTI_ISA 1
+#define TL_TARGET_AVX512 \
+    __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")))
+#define TL_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define TL_MULTI_ISA 0
+#endif
+
 namespace tl {
+
+enum class Isa : int { base = 0, avx2 = 1, avx512 = 2 };
+
+// Compile-time tags for the kernels' template argument; vbytes is the vector width in bytes.
+struct IsaBase {
+    static constexpr Isa id = Isa::base;
+    static constexpr int vbytes = 16;
+};
+struct IsaAvx2 {
+    static constexpr Isa id = Isa::avx2;
+    static constexpr int vbytes = 32;
+};
+struct IsaAvx512 {
+    static constexpr Isa id = Isa::avx512;
+    static constexpr int vbytes = 64;
+};
+
+#if !TL_MULTI_ISA  // the one variant there is: whatever the compiler flags enable
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && \
+    defined(__AVX512BW__) && defined(__AVX2__) && defined(__FMA__)
+using IsaBuilt = IsaAvx512;
+#elif defined(__AVX2__) && defined(__FMA__)
+using IsaBuilt = IsaAvx2;
+#else
+using IsaBuilt = IsaBase;
+#endif
+#endif
+
+inline const char* isa_name(Isa i) {
+    return i == Isa::avx512 ? "avx512" : i == Isa::avx2 ? "avx2" : "base";
+}
+
+// The best variant this build can run on this CPU.
+inline Isa best_isa() {
+#if TL_MULTI_ISA
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+        return Isa::avx512;
+    return avx2 ? Isa::avx2 : Isa::base;
+#else
+    return IsaBuilt::id;
+#endif
+}
+
+// One setting for the whole extension (an inline function's static is one object across
+// translation units). Atomic because kernels read it on threads without the GIL.
+inline std::atomic<int>& isa_setting() {
+    static std::atomic<int> isa{int(best_isa())};
+    return isa;
+}
+inline Isa active_isa() { return Isa(isa_setting().load(std::memory_order_relaxed)); }
+// Callers check that `i` is at most best_isa() (a variant the CPU cannot run would crash).
+inline void set_active_isa(Isa i) { isa_setting().store(int(i), std::memory_order_relaxed); }
+
+}  // namespace tl
+
+// TL_VARIANTS(NAME, IMPL) defines NAME(args...), which calls IMPL<Isa>(args...) compiled for
+// the active instruction set. IMPL must be TL_INLINE so that its body (and what it inlines) is
+// compiled under each variant's target attribute.
+#if TL_MULTI_ISA
+#define TL_VARIANTS(NAME, IMPL)                                                    \
+    template <class... A>                                                          \
+    TL_TARGET_AVX512 void NAME##_avx512(A&&... a) {                                \
+        IMPL<tl::IsaAvx512>(static_cast<A&&>(a)...);                               \
+    }                                                                              \
+    template <class... A>                                                          \
+    TL_TARGET_AVX2 void NAME##_avx2(A&&... a) {                                    \
+        IMPL<tl::IsaAvx2>(static_cast<A&&>(a)...);                                 \
+    }                                                                              \
+    template <class... A>                                                          \
+    void NAME##_base(A&&... a) {                                                   \
+        IMPL<tl::IsaBase>(static_cast<A&&>(a)...);                                 \
+    }                                                                              \
+    template <class... A>                                                          \
+    void NAME(A&&... a) {                                                          \
+        switch (tl::active_isa()) {                                                \
+            case tl::Isa::avx512: return NAME##_avx512(static_cast<A&&>(a)...);    \
+            case tl::Isa::avx2: return NAME##_avx2(static_cast<A&&>(a)...);        \
+            default: return NAME##_base(static_cast<A&&>(a)...);                   \
+        }                                                                          \
+    }
+#else
+#define TL_VARIANTS(NAME, IMPL)                                                    \
+    template <class... A>                                                          \
+    void NAME(A&&... a) {                                                          \
+        IMPL<tl::IsaBuilt>(static_cast<A&&>(a)...);                                \
+    }
+#endif
+
+namespace tl {
+
+// OpenMP queries that also compile without OpenMP (then everything runs on the caller).
+inline int max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+inline int num_procs() {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
 
 enum class Float { F32, F64 };
 
@@ -181,39 +312,93 @@ TL_INLINE void map_over(int64_t n, F f) {
     }
 }
 
-TL_INLINE uint32_t bits_of(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
-TL_INLINE float float_of(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+// exp_poly and the vector helpers (simd.h) return 32/64-byte vectors by value; they are always
+// inlined, so the ABI warning GCC prints for such signatures concerns no real call. (GCC still
+// prints an ABI note for a vector *parameter* by value in a header, so those take references.)
+#pragma GCC diagnostic ignored "-Wpsabi"
 
-// exp(x) for float, written so that loops over arrays vectorise (std::expf does not).
-// x = n*ln2 + r with |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (truncation
-// error 5e-9), 2^n assembled in the exponent bits. Max relative error ~2 ulp.
-// Inputs above 88 are clamped to 88 (exp(88) ~ 1.7e38; only used where x <= 88 matters),
-// inputs below ln(FLT_MIN) give 0, NaN stays NaN.
-TL_INLINE float fast_exp(float x) {
-    const float kHi = 88.0f, kLo = -87.33654475f;
-    const float kLog2e = 1.44269504089f;
-    const float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;  // ln2 split: n*kLn2Hi is exact
-    const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
-    const bool under = x < kLo;
-    x = x > kHi ? kHi : x;
-    x = x < kLo ? kLo : x;
-    const float shifted = x * kLog2e + kRound;
-    const float n = shifted - kRound;
-    const uint32_t ni = bits_of(shifted) - bits_of(kRound);  // n as a (wrapped) integer
-    float r = x - n * kLn2Hi;
-    r = r - n * kLn2Lo;
-    float p = 1.0f / 5040;
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const float scale = float_of((ni + 127u) << 23);
-    return under ? 0.0f : p * scale;
+// The same bits read as another type of the same size (scalars or GCC vectors).
+template <class To, class From>
+TL_INLINE To bits_as(const From& f) {
+    static_assert(sizeof(To) == sizeof(From), "bits_as keeps the size");
+    To t;
+    std::memcpy(&t, &f, sizeof t);
+    return t;
 }
 
+// Lane type T and the integer type I of the same shape, for V a float/double scalar or a GCC
+// vector of them.
+template <class V, bool = std::is_arithmetic_v<V>>
+struct LanesOf {
+    using T = V;
+    using I = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+};
+template <class V>
+struct LanesOf<V, false> {
+    using T = std::remove_cv_t<std::remove_reference_t<decltype(std::declval<V>()[0])>>;
+    typedef std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t> I
+        __attribute__((vector_size(sizeof(V))));
+};
+
+// exp(x), written once for scalars (in loops the compiler vectorises; std::exp does not
+// vectorise) and for the explicit vectors of the attention tiles (simd.h).
+// Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2 (ln2 split so that n * ln2hi is exact),
+// e^r by its Taylor polynomial (degree 7 for float, 13 for double: truncation below the
+// type's rounding), 2^n assembled in the exponent bits. Max relative error 1.0e-7 in float
+// (< 2 ulp) over [-87, 88], 1.8e-16 in double.
+// Inputs below -bias*ln2 give exactly 0 (this turns the -inf of masked scores into 0); inputs
+// above ~(bias + 1/2) ln2 are clamped there (a large finite value, e.g. 2.4e38 in float);
+// NaN stays NaN.
+template <class V>
+TL_INLINE V exp_poly(const V& x_in) {  // by reference: see the -Wpsabi note above
+    using T = typename LanesOf<V>::T;
+    using I = typename LanesOf<V>::I;
+    constexpr bool f32 = std::is_same_v<T, float>;
+    static_assert(f32 || std::is_same_v<T, double>, "exp_poly is for float and double");
+    constexpr int mant = f32 ? 23 : 52;
+    constexpr int bias = f32 ? 127 : 1023;
+    const T lo = f32 ? T(-88.02969193111305) : T(-709.0895657128241);  // -bias * ln2
+    const T hi = f32 ? T(88.376) : T(709.436);  // keeps n <= bias, so 2^n stays finite
+    const T log2e = T(1.4426950408889634);
+    const T ln2hi = f32 ? T(0.693145751953125) : T(0.6931471803691238);
+    const T ln2lo = f32 ? T(1.428606765330187e-06) : T(1.9082149292705877e-10);
+    const T magic = f32 ? T(12582912.0) : T(6755399441055744.0);  // 1.5 * 2^mant: rounds to int
+    // Constants as V (a splat, folded at compile time) so that ?: sees operands of one type.
+    const V vlo = V{} + lo, vhi = V{} + hi;
+
+    V x = x_in < vlo ? vlo : x_in;
+    x = x > vhi ? vhi : x;
+    const V kb = x * log2e + magic;  // n sits in the low mantissa bits of kb
+    const V kf = kb - magic;
+    V r = x - kf * ln2hi;
+    r = r - kf * ln2lo;
+    V p;
+    if constexpr (f32) {
+        p = V{} + T(1.0 / 5040);
+        p = p * r + T(1.0 / 720);
+        p = p * r + T(1.0 / 120);
+        p = p * r + T(1.0 / 24);
+        p = p * r + T(1.0 / 6);
+        p = p * r + T(0.5);
+        p = p * r + T(1);
+        p = p * r + T(1);
+    } else {
+        p = V{} + T(1.0 / 6227020800.0);
+        const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                                   1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
+                                   1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
+                                   1.0 / 6.0,         0.5,              1.0,
+                                   1.0};
+        for (double c : inv_fact) p = p * r + T(c);
+    }
+    const I n = bits_as<I>(kb) - bits_as<I>(V{} + magic);
+    const I e = (n + bias) << mant;  // n = -bias (x clamped to lo) gives the bits of +0.0
+    return p * bits_as<V>(e);
+}
+
+// The row kernels' exp: exp_poly for float; double keeps the C library's (its float64 results
+// stay exactly what they were; exp_poly in double is only needed where a vector exp is).
+TL_INLINE float fast_exp(float x) { return exp_poly(x); }
 TL_INLINE double fast_exp(double x) { return std::exp(x); }
 
 }  // namespace tl

@@ -5,7 +5,7 @@ PYBIND11_MODULE(_C, m) {
     m.doc() = "tensorlite's fused CPU kernels (see docs/KERNELS.md for the contract)";
     bind_threads(m);
     bind_softmax(m);
-    bind_layernorm(m);
+    bind_layer_norm(m);
     bind_attention(m);
     bind_cross_entropy(m);
     bind_gelu(m);

@@ -48,22 +48,19 @@ TL_INLINE void backward_rows(const T* y, const T* dy, T* dx, int64_t rows, int64
     }
 }
 
-TL_CLONES void fwd(const float* x, float* y, int64_t rows, int64_t n, bool log) {
-    log ? forward_rows<float, true>(x, y, rows, n) : forward_rows<float, false>(x, y, rows, n);
+template <class Isa, class T>
+TL_INLINE void fwd_impl(const T* x, T* y, int64_t rows, int64_t n, bool log) {
+    log ? forward_rows<T, true>(x, y, rows, n) : forward_rows<T, false>(x, y, rows, n);
 }
-TL_CLONES void fwd(const double* x, double* y, int64_t rows, int64_t n, bool log) {
-    log ? forward_rows<double, true>(x, y, rows, n) : forward_rows<double, false>(x, y, rows, n);
+template <class Isa, class T>
+TL_INLINE void bwd_impl(const T* y, const T* dy, T* dx, int64_t rows, int64_t n, bool log) {
+    log ? backward_rows<T, true>(y, dy, dx, rows, n) : backward_rows<T, false>(y, dy, dx, rows, n);
 }
-TL_CLONES void bwd(const float* y, const float* dy, float* dx, int64_t rows, int64_t n, bool log) {
-    log ? backward_rows<float, true>(y, dy, dx, rows, n)
-        : backward_rows<float, false>(y, dy, dx, rows, n);
-}
-TL_CLONES void bwd(const double* y, const double* dy, double* dx, int64_t rows, int64_t n,
-                   bool log) {
-    log ? backward_rows<double, true>(y, dy, dx, rows, n)
-        : backward_rows<double, false>(y, dy, dx, rows, n);
-}
+TL_VARIANTS(fwd, fwd_impl)
+TL_VARIANTS(bwd, bwd_impl)
 
+// Memory-safety guards (Python checks arguments for users at the op boundary): the dtype,
+// shape and rank checks below keep the raw row loops inside the arrays.
 template <class T>
 py::array forward_typed(const py::array& x_in, bool log) {
     const char* op = log ? "log_softmax_forward" : "softmax_forward";

@@ -1,11 +1,10 @@
-// Thread count of the fused kernels. OpenMP reads OMP_NUM_THREADS at start-up, so
-// that is the default; set_num_threads overrides it for the calling thread, which is
-// the thread that launches the kernels' parallel regions.
-#include "common.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+// Run-time settings of the fused kernels: the thread count and the instruction-set variant.
+//
+// Threads: OpenMP reads OMP_NUM_THREADS at start-up, so that is the default; set_num_threads
+// overrides it for the calling thread, which is the thread that launches the kernels' parallel
+// regions.
+// Variant: the best this CPU has (kernel_util.h); tests lower it to cover the others.
+#include "kernel_util.h"
 
 namespace {
 
@@ -16,12 +15,32 @@ void set_num_threads(int n) {
 #endif
 }
 
-int get_num_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
+std::string isa() { return tl::isa_name(tl::active_isa()); }
+
+// Returns the previous variant, so that a test can restore it.
+std::string set_isa(const std::string& name) {
+    const std::string previous = isa();
+    const tl::Isa best = tl::best_isa();
+    tl::Isa want;
+    if (name == "auto") want = best;
+    else if (name == "avx512") want = tl::Isa::avx512;
+    else if (name == "avx2") want = tl::Isa::avx2;
+    else if (name == "base") want = tl::Isa::base;
+    else throw py::value_error("_set_isa: expected 'auto', 'avx512', 'avx2' or 'base', got '" +
+                               name + "'");
+    // Guards memory safety too: a variant the CPU lacks would die on an illegal instruction.
+#if TL_MULTI_ISA
+    if (int(want) > int(best))
+        throw py::value_error(std::string("_set_isa: this CPU supports up to '") +
+                              tl::isa_name(best) + "', not '" + name + "'");
 #else
-    return 1;  // built without OpenMP: every kernel runs on the calling thread
+    if (want != best)
+        throw py::value_error(std::string("_set_isa: this build has only the '") +
+                              tl::isa_name(best) + "' variant (TL_NO_CLONES or a non-x86 build), "
+                              "not '" + name + "'");
 #endif
+    tl::set_active_isa(want);
+    return previous;
 }
 
 }  // namespace
@@ -29,5 +48,12 @@ int get_num_threads() {
 void bind_threads(py::module_& m) {
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Number of threads the fused kernels use (default: OMP_NUM_THREADS, else all cores).");
-    m.def("get_num_threads", &get_num_threads, "Number of threads the fused kernels use.");
+    m.def("get_num_threads", &tl::max_threads, "Number of threads the fused kernels use.");
+    m.def("_isa", &isa, "The instruction-set variant the kernels run ('avx512', 'avx2' or 'base').");
+    m.def("_set_isa", &set_isa, py::arg("name"),
+          "Forces the kernels' instruction-set variant ('auto' = best this CPU has); returns the "
+          "previous one. For tests of the lower variants.");
+    // The names the attention tests know, from when only attention had variants.
+    m.def("_attention_isa", &isa, "Alias of _isa.");
+    m.def("_attention_set_isa", &set_isa, py::arg("name"), "Alias of _set_isa.");
 }

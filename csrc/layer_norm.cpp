@@ -82,23 +82,21 @@ TL_INLINE void backward_rows(const T* dy, const T* x, const T* w, const T* mean,
     }
 }
 
-TL_CLONES void fwd(const float* x, const float* w, const float* b, float* y, float* mean,
-                   float* rstd, int64_t rows, int64_t C, double eps) {
+template <class Isa, class T>
+TL_INLINE void fwd_impl(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows,
+                        int64_t C, double eps) {
     forward_rows(x, w, b, y, mean, rstd, rows, C, eps);
 }
-TL_CLONES void fwd(const double* x, const double* w, const double* b, double* y, double* mean,
-                   double* rstd, int64_t rows, int64_t C, double eps) {
-    forward_rows(x, w, b, y, mean, rstd, rows, C, eps);
-}
-TL_CLONES void bwd(const float* dy, const float* x, const float* w, const float* mean,
-                   const float* rstd, float* dx, float* dw, float* db, int64_t rows, int64_t C) {
+template <class Isa, class T>
+TL_INLINE void bwd_impl(const T* dy, const T* x, const T* w, const T* mean, const T* rstd, T* dx,
+                        T* dw, T* db, int64_t rows, int64_t C) {
     backward_rows(dy, x, w, mean, rstd, dx, dw, db, rows, C);
 }
-TL_CLONES void bwd(const double* dy, const double* x, const double* w, const double* mean,
-                   const double* rstd, double* dx, double* dw, double* db, int64_t rows, int64_t C) {
-    backward_rows(dy, x, w, mean, rstd, dx, dw, db, rows, C);
-}
+TL_VARIANTS(fwd, fwd_impl)
+TL_VARIANTS(bwd, bwd_impl)
 
+// Memory-safety guards (Python checks arguments for users at the op boundary): the raw row
+// loops read x, weight, bias, mean and rstd by the shapes and dtypes checked here.
 void check_affine(const char* op, const char* name, const py::object& p, int64_t C, tl::Float k) {
     if (p.is_none()) return;
     const auto a = py::cast<py::array>(p);
@@ -214,7 +212,7 @@ py::tuple backward(const py::array& dy, const py::array& x, const py::object& we
 
 }  // namespace
 
-void bind_layernorm(py::module_& m) {
+void bind_layer_norm(py::module_& m) {
     m.def("layer_norm_forward", &forward, py::arg("x"), py::arg("weight"), py::arg("bias"),
           py::arg("eps"), "layer_norm over the last dim -> (y, mean, rstd)");
     m.def("layer_norm_backward", &backward, py::arg("dy"), py::arg("x"), py::arg("weight"),
