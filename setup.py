@@ -1,7 +1,8 @@
 """Builds the C++ extension tensorlite._C from csrc/ and maps kernels/ to tensorlite.kernels.
 
 Everything else is declared in pyproject.toml. Set TENSORLITE_NATIVE=1 to compile
-with -march=native (faster on the build machine, not portable to others).
+with -march=native (faster on the build machine, not portable to others), TL_NO_CLONES=1
+to compile each kernel once instead of for AVX-512, AVX2 and baseline CPUs.
 """
 import glob
 import os
@@ -32,6 +33,9 @@ if sys.platform != "win32" and _compiler_accepts("-fopenmp"):
     link_args.append("-fopenmp")
 if os.environ.get("TENSORLITE_NATIVE") == "1":
     compile_args.append("-march=native")
+if os.environ.get("TL_NO_CLONES") == "1":
+    # one variant per kernel, for the compiler's own flags (tests the baseline/AVX2 paths)
+    compile_args.append("-DTL_NO_CLONES")
 
 ext = Pybind11Extension(
     "tensorlite._C",
