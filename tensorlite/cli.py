@@ -10,15 +10,18 @@ import os
 import sys
 from importlib import metadata
 
+import numpy as np
+
 from .backend.device import cuda_unavailable_reason
 from .errors import UsageError
-from .generate import evaluate_file, generate_text, load_run
+from .generate import evaluate_file, generate_text, load_pretrained, load_run
+from .models.bert import encode_sentences
 from .plots import DEFAULT_SMOOTH, plot_losses
 from .progress import MODES as PROGRESS_MODES, make_progress
 from .serialization import CheckpointError
 from .stats import plot_stats
 from .train import LIMITS, PRESETS, TrainConfig, limit_text, resume_config, train
-from .viz import inspect_attention
+from .viz import inspect_attention, inspect_model_attention
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -182,9 +185,15 @@ def _add_train(sub):
 
 
 def _add_generate(sub):
-    p = sub.add_parser("generate", help="sample text from a trained run",
-                       description="Sample text from a trained run.", formatter_class=_HelpFormatter)
-    p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    p = sub.add_parser("generate", help="sample text from a trained run or a GPT-2 folder",
+                       description="Sample text from a trained run (--out) or from a Hugging Face "
+                       "GPT-2 folder\n(--model, with its own tokenizer; stops at <|endoftext|>).",
+                       formatter_class=_HelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--out", metavar="DIR", help="the run folder (default: none, use --model)")
+    src.add_argument("--model", metavar="DIR",
+                     help="a local Hugging Face GPT-2 folder (config.json, model.safetensors, "
+                     "vocab.json + merges.txt or tokenizer.json) (default: none, use --out)")
     p.add_argument("--prompt", default="", help="text to continue (default: empty)")
     p.add_argument("--max-new-tokens", type=_typed(int, " (>= 0)"), default=200, metavar="N",
                    help="tokens to sample per sample; >= 0")
@@ -230,9 +239,13 @@ def _add_study(sub):
     what = p.add_subparsers(dest="what", required=True, title="what", metavar="WHAT")
     a = what.add_parser("attention", help="a PNG grid of every layer's and head's attention map",
                         formatter_class=_HelpFormatter)
-    a.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--out", metavar="DIR", help="the run folder (default: none, use --model)")
+    src.add_argument("--model", metavar="DIR",
+                     help="a local Hugging Face GPT-2 or BERT folder (default: none, use --out)")
     a.add_argument("--prompt", required=True, help="the tokens whose attention is drawn")
-    a.add_argument("--png", help="where to write the PNG (default: OUT/attention.png)")
+    a.add_argument("--png", help="where to write the PNG (default: OUT/attention.png, or "
+                   "attention.png in the current folder with --model)")
     a.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     p = sub.add_parser("plot", help="draw a run's loss.png and, with --log-stats, stats.png",
                        description="Redraw a run's loss.png (and stats.png for a --log-stats run) "
@@ -240,6 +253,24 @@ def _add_study(sub):
     p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
     p.add_argument("--smooth", type=_typed(float, " (0 <= B < 1)"), default=DEFAULT_SMOOTH, metavar="B",
                    help="EMA smoothing of the per-step train loss; 0 <= B < 1, 0 = raw only")
+
+
+def _add_embed(sub):
+    p = sub.add_parser("embed", help="sentence embeddings from a BERT folder (e.g. MiniLM)",
+                       description="Sentence embeddings of a sentence-transformers / BERT folder, "
+                       "computed as\nsentence-transformers does (mean over tokens, then L2 "
+                       "normalised). Prints one JSON\nlist per sentence, or writes an (N, H) "
+                       ".npy file with --output.", formatter_class=_HelpFormatter)
+    p.add_argument("--model", required=True, metavar="DIR", help="a local Hugging Face BERT folder")
+    p.add_argument("sentences", nargs="*", metavar="SENTENCE",
+                   help="sentences to embed (default: none; then one per line of --file)")
+    p.add_argument("--file", metavar="FILE",
+                   help="a UTF-8 text file, one sentence per line (default: none)")
+    p.add_argument("--output", metavar="FILE.npy",
+                   help="write the (N, H) float32 array here (default: print JSON lines)")
+    p.add_argument("--batch-size", type=_typed(int, " (>= 1)"), default=32, metavar="N",
+                   help="sentences per forward pass; >= 1")
+    p.add_argument("--no-normalize", action="store_true", help="skip the L2 normalisation")
 
 
 def build_parser():
@@ -251,6 +282,7 @@ def build_parser():
     _add_generate(sub)
     _add_eval(sub)
     _add_study(sub)
+    _add_embed(sub)
     return parser
 
 
@@ -396,7 +428,10 @@ def cmd_generate(a, parser):
     _check_sampling(a)
     if a.device == "cuda":
         _need_cuda()
-    model, tok, _ = load_run(a.out, a.device)
+    if a.model is not None:
+        model, tok = load_pretrained(a.model, a.device, kind="gpt2")
+    else:
+        model, tok, _ = load_run(a.out, a.device)
     # fail on unknown characters before printing anything
     tok.encode(a.prompt)
     if a.num_samples > 1:
@@ -443,7 +478,33 @@ def cmd_eval(a, parser):
 def cmd_inspect(a, parser):
     if a.device == "cuda":
         _need_cuda()
+    if a.model is not None:
+        model, tok = load_pretrained(a.model, a.device)
+        print(inspect_model_attention(model, tok, a.prompt, a.png or "attention.png", a.device,
+                                      title=f"attention of {a.model}"))
+        return 0
     print(inspect_attention(a.out, a.prompt, a.png, a.device))
+    return 0
+
+
+def cmd_embed(a, parser):
+    sentences = list(a.sentences)
+    if a.file is not None:
+        with open(a.file, encoding="utf-8") as f:
+            sentences += [line.rstrip("\n") for line in f if line.strip()]
+    if not sentences:
+        raise UsageError("embed: give sentences as arguments or --file FILE")
+    if a.output is not None and not a.output.endswith(".npy"):
+        raise UsageError(f"--output must name a .npy file, got {a.output!r}")
+    model, tok = load_pretrained(a.model, kind="bert")
+    emb = encode_sentences(model, tok, sentences, batch_size=a.batch_size,
+                           normalize=not a.no_normalize)
+    if a.output is not None:
+        np.save(a.output, emb)
+        print(f"{a.output}: {emb.shape[0]} x {emb.shape[1]} float32")
+        return 0
+    for row in emb:
+        print(json.dumps([round(float(v), 6) for v in row]))
     return 0
 
 
@@ -469,7 +530,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
-                "inspect": cmd_inspect, "plot": cmd_plot}[args.command](args, parser)
+                "inspect": cmd_inspect, "plot": cmd_plot, "embed": cmd_embed}[args.command](args, parser)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `tensorlite train | head`: the reader left; no traceback for that

@@ -1,4 +1,5 @@
-"""Load a trained run and sample from it, or score a text file with it."""
+"""Load a trained run (or a pretrained Hugging Face GPT-2 folder) and sample from it, or
+score a text file with it."""
 import json
 import math
 import os
@@ -10,7 +11,9 @@ from .autograd.grad_mode import no_grad
 from .data.text import _read_utf8, cache_path_for, split_train_val
 from .factories import tensor
 from .models.gpt import GPT, GPTConfig
+from .pretrained import from_pretrained
 from .random import Generator
+from .tokenizers import from_pretrained as tokenizer_from_pretrained
 from .tokenizers import load_tokenizer
 
 
@@ -28,29 +31,49 @@ def load_run(out, device="cpu"):
     return model, tokenizer, config
 
 
+def load_pretrained(model_dir, device="cpu", kind=None):
+    """(model, tokenizer) of a local Hugging Face folder: GPT-2 for `generate`, BERT for
+    `embed`; kind ("gpt2" / "bert") refuses the other with one line."""
+    model = from_pretrained(model_dir)
+    mt = "gpt2" if isinstance(model, GPT) else "bert"
+    if kind is not None and mt != kind:
+        raise ValueError(f"--model {model_dir}: this command needs a {kind} folder, this one "
+                         f"holds a {mt} model")
+    return model.to(device).eval(), tokenizer_from_pretrained(model_dir)
+
+
 def generate_text(model, tokenizer, prompt, max_new_tokens=200, temperature=0.8, top_k=None,
                   top_p=None, num_samples=1, seed=None, device="cpu", use_cache=True, on_text=None):
-    """Sample num_samples continuations of prompt; on_text(sample_index, text) streams pieces."""
-    ids = tokenizer.encode(prompt) if prompt else [0]
+    """Sample num_samples continuations of prompt; on_text(sample_index, text) streams pieces.
+    A tokenizer with an end-of-text token (GPT-2's <|endoftext|>) starts an empty prompt
+    with it and stops a sample there, as Hugging Face's generate does."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    ids = tokenizer.encode(prompt) if prompt else [0 if eos is None else eos]
     if len(ids) > model.config.block_size:
         ids = ids[-model.config.block_size:]
     gen = Generator(seed) if seed is not None else None
     idx = tensor(np.array([ids] * num_samples, dtype=np.int64), device=device)
     pieces = [[] for _ in range(num_samples)]
     printed = [0] * num_samples
+    finished = [False] * num_samples
 
     def stream(tokens):
         for i, t in enumerate(tokens):
+            if finished[i]:
+                continue
+            if eos is not None and int(t) == eos:
+                finished[i] = True
+                continue
             pieces[i].append(int(t))
             if on_text is not None and num_samples == 1:
                 # decode the whole tail so multi-byte characters appear once complete
                 text = tokenizer.decode(pieces[i])
-                if not text.endswith("\ufffd"):
+                if not text.endswith("\ufffd") and not finished[i]:
                     on_text(i, text[printed[i]:])
                     printed[i] = len(text)
-    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                         use_cache=use_cache, generator=gen, stream=stream)
-    return [tokenizer.decode(row[len(ids):]) for row in out.numpy().tolist()]
+    model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   use_cache=use_cache, generator=gen, stream=stream, eos_token_id=eos)
+    return [tokenizer.decode(p) for p in pieces]
 
 
 def evaluate_file(model, tokenizer, path, block_size=None, batch_size=8, max_batches=None,

@@ -207,13 +207,22 @@ def inspect_attention(out, prompt, png=None, device="cpu"):
     PNG (default OUT/attention.png). Returns the PNG's path."""
     from .generate import load_run
     model, tok, _ = load_run(out, device)
+    return inspect_model_attention(model, tok, prompt, png or os.path.join(out, "attention.png"),
+                                   device, title=f"attention of {out}")
+
+
+def inspect_model_attention(model, tok, prompt, png, device="cpu", title="attention"):
+    """The attention maps of any model made of MultiHeadAttention layers (a GPT, a BertModel
+    from a pretrained folder) for a prompt, as a PNG. A tokenizer that adds special tokens
+    (WordPiece's [CLS] ... [SEP]) keeps them: they are what the model sees."""
     if not prompt:
         raise ValueError("inspect attention: --prompt must not be empty")
-    ids = tok.encode(prompt)[-model.config.block_size:]
+    limit = getattr(model.config, "block_size", None) or model.config.max_position_embeddings
+    ids = tok.encode(prompt)[-limit:]
     from .factories import tensor as make_tensor
     maps = attention_maps(model, make_tensor(np.asarray([ids], dtype=np.int64), device=device))
-    return plot_attention(maps, token_labels(tok, ids), png or os.path.join(out, "attention.png"),
-                          title=f"attention of {out} on {_clip(prompt)!r}")
+    return plot_attention(maps, token_labels(tok, ids), png,
+                          title=f"{title} on {_clip(prompt)!r}")
 
 
 def _clip(text, n=60):

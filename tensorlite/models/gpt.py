@@ -4,6 +4,7 @@ tensorlite modules. State-dict keys follow GPT-2/nanoGPT naming.
 GPT.from_pretrained(folder) / model.save_pretrained(folder) read and write Hugging Face
 GPT-2 folders (tensorlite/pretrained/gpt2.py; docs/PRETRAINED.md)."""
 import dataclasses
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,6 +47,24 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
     tie_word_embeddings: bool = True
     n_inner: int | None = None
+
+    def __post_init__(self):
+        def positive_int(name, v):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"GPTConfig: {name} must be an int >= 1, got {v!r}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            positive_int(name, getattr(self, name))
+        if self.n_inner is not None:
+            positive_int("n_inner", self.n_inner)
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
+        if not (isinstance(self.layer_norm_eps, (int, float)) and math.isfinite(self.layer_norm_eps)
+                and self.layer_norm_eps > 0):
+            raise ValueError(f"GPTConfig: layer_norm_eps must be a finite number > 0, got "
+                             f"{self.layer_norm_eps!r}")
+        if self.activation not in ("gelu_tanh", "gelu", "relu"):
+            raise ValueError(f"GPTConfig: activation must be 'gelu_tanh', 'gelu' or 'relu', got "
+                             f"{self.activation!r}")
 
     def to_dict(self):
         return asdict(self)
@@ -149,11 +168,13 @@ class GPT(Module):
     # ---- sampling -------------------------------------------------------------------------
     @no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 use_cache=True, generator=None, stream=None):
+                 use_cache=True, generator=None, stream=None, eos_token_id=None):
         """Continue idx (B, T) by max_new_tokens sampled tokens. temperature=0 is greedy.
         With use_cache, each step feeds only the new token through the network and reuses
         the keys/values of earlier tokens (a KV cache). stream(tokens (B,)) is called with
-        every new token as it is produced."""
+        every new token as it is produced. eos_token_id: a row that produced it keeps
+        producing it, and generation stops once every row has (GPT-2's <|endoftext|>)."""
+        check_sampling(max_new_tokens, temperature, top_k, top_p)
         from ..random import default_generator
         rng = (generator or default_generator).np
         was_training = self.training
@@ -161,6 +182,7 @@ class GPT(Module):
         bs = self.config.block_size
         cache = None
         out = idx
+        done = np.zeros(idx.shape[0], dtype=bool)
         try:
             for _ in range(max_new_tokens):
                 if use_cache and cache is not None and cache.pos < bs:
@@ -171,13 +193,33 @@ class GPT(Module):
                     cache = KVCache(self.config.n_layer) if use_cache else None
                     logits, _ = self(out[:, -bs:], kv_cache=cache)
                 nxt = sample_next(to_numpy(logits._data[:, -1, :]), temperature, top_k, top_p, rng)
+                if eos_token_id is not None:
+                    nxt = np.where(done, eos_token_id, nxt)
+                    done |= nxt == eos_token_id
                 nxt_t = factories.tensor(nxt[:, None], dtype="int64", device=idx.device)
                 out = factories.cat([out, nxt_t], dim=1)
                 if stream is not None:
                     stream(nxt)
+                if done.all():
+                    break
         finally:
             self.train(was_training)
         return out
+
+
+def check_sampling(max_new_tokens=0, temperature=1.0, top_k=None, top_p=None):
+    """One line naming the argument when a sampling setting is out of its range."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+            or max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"generate: temperature must be a finite number >= 0 (0 = greedy), "
+                         f"got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                              or top_k < 1):
+        raise ValueError(f"generate: top_k must be an int >= 1 or None, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"generate: top_p must be in (0, 1] or None, got {top_p!r}")
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
