@@ -5,7 +5,7 @@ GPT.from_pretrained(folder) / model.save_pretrained(folder) read and write Huggi
 GPT-2 folders (tensorlite/pretrained/gpt2.py; docs/PRETRAINED.md)."""
 import dataclasses
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,10 +19,11 @@ from ..nn.containers import ModuleDict, ModuleList
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear
 from ..nn.module import Module
 from ..nn.transformer import Block
+from ._config import DictConfig
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(DictConfig):
     """The model's shape and its choices. The defaults are GPT-2 small's, except:
 
     vocab_size 50304: GPT-2's 50257 padded up to a multiple of 64 (nanoGPT's choice; the
@@ -66,15 +67,6 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: activation must be 'gelu_tanh', 'gelu' or 'relu', got "
                              f"{self.activation!r}")
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"GPTConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 class GPT(Module):

@@ -8,7 +8,7 @@ train_seq2seq(task, steps) trains one on a task of tensorlite.data.seq2seq_tasks
 import dataclasses
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -26,12 +26,13 @@ from ..optim import AdamW
 from ..optim.lr_scheduler import warmup_cosine
 from ..random import manual_seed
 from ..tensor import Tensor
+from ._config import DictConfig
 
 IGNORE_INDEX = -100
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(DictConfig):
     """The model's shape. pad_id: the padding token of both vocabularies; padding masks
     are derived from it when none are passed, and targets equal to it (or -100) carry no
     loss (None: no padding). positional: "sinusoidal" (the paper's, no parameters) or
@@ -57,15 +58,6 @@ class Seq2SeqConfig:
     bos_id: Optional[int] = 1
     eos_id: Optional[int] = 2
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"Seq2SeqConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 def sinusoidal_positions(n, d_model):

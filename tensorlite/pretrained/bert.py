@@ -96,17 +96,12 @@ def config_to_hf(model):
 def _canonical(infos, folder):
     """Stored names -> BertModel's: "bert." prefix (BertFor* checkpoints) dropped, old
     LayerNorm.gamma/beta renamed, position_ids and the pretraining heads (cls.*) skipped."""
-    found, stored = {}, {}
-    for k, info in infos.items():
+    def rename(k):
         if BUFFER.search(k) or k.startswith("cls."):
-            continue
+            return None
         c = k.removeprefix("bert.")
-        c = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", c))
-        if c in found:
-            raise F.PretrainedError(f"{folder}: tensor {c!r} is stored twice (as {stored[c]!r} "
-                                    f"and {k!r})")
-        found[c], stored[c] = info, k
-    return found, stored
+        return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", c))
+    return F.canonical_names(folder, infos, rename)
 
 
 def _describe(c):

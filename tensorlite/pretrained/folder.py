@@ -122,6 +122,22 @@ def tensor_infos(folder, files):
     return out
 
 
+def canonical_names(folder, infos, rename):
+    """({canonical name: info}, {canonical name: stored name}) for the stored tensors;
+    rename(stored) gives the model's name, or None for a tensor to skip (buffers, heads).
+    Two stored tensors that rename to one name are refused, naming both."""
+    found, stored = {}, {}
+    for k, info in infos.items():
+        c = rename(k)
+        if c is None:
+            continue
+        if c in found:
+            raise PretrainedError(f"{folder}: tensor {c!r} is stored twice (as {stored[c]!r} "
+                                  f"and {k!r})")
+        found[c], stored[c] = info, k
+    return found, stored
+
+
 def check_tensors(folder, found, expected, describe):
     """found: {name: (dtype, shape, file)} (names already in the expected spelling);
     expected: {name: shape}. Raises one line for the first problem (and counts the rest)."""

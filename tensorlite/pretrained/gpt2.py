@@ -96,16 +96,11 @@ def to_hf(state, config):
 def _canonical(infos, folder):
     """Stored names -> GPT2LMHeadModel's ("transformer." prefixed; GPT2Model folders have
     none), buffers dropped. Returns ({canonical: info}, {canonical: stored name})."""
-    found, stored = {}, {}
-    for k, info in infos.items():
+    def rename(k):
         if BUFFER.search(k):
-            continue
-        c = k if k.startswith(PREFIX) or k == HEAD else PREFIX + k
-        if c in found:
-            raise F.PretrainedError(f"{folder}: tensor {c!r} is stored twice (as {stored[c]!r} "
-                                    f"and {k!r})")
-        found[c], stored[c] = info, k
-    return found, stored
+            return None
+        return k if k.startswith(PREFIX) or k == HEAD else PREFIX + k
+    return F.canonical_names(folder, infos, rename)
 
 
 def _describe(c):
