@@ -118,18 +118,18 @@ class GPT(Module):
         if start + T > self.config.block_size:
             raise ValueError(f"GPT: sequence of length {start + T} is longer than the model's "
                              f"block_size {self.config.block_size}")
-        pos = factories.arange(start, start + T, device=idx.device)
+        pos = factories.arange(start, start + T, device=idx.device)            # (T,)
         tr = self.transformer
-        x = tr.drop(tr.wte(idx) + tr.wpe(pos))
+        x = tr.drop(tr.wte(idx) + tr.wpe(pos))                                 # (B, T, C)
         for i, block in enumerate(tr.h):
-            x = block(x, cache=kv_cache.layer(i) if kv_cache is not None else None)
+            x = block(x, cache=kv_cache.layer(i) if kv_cache is not None else None)  # (B, T, C)
         if kv_cache is not None:
             kv_cache.pos += T
-        x = tr.ln_f(x)
-        logits = self.lm_head(x)
+        x = tr.ln_f(x)                                                         # (B, T, C)
+        logits = self.lm_head(x)                                               # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
+            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))  # ()
         return logits, loss
 
     # ---- facts about the model ------------------------------------------------------

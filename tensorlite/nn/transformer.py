@@ -59,8 +59,9 @@ class Block(Module):
                        activation=activation)
 
     def forward(self, x, attention_mask=None, cache=None):
+        # x: (B, T, C) in and out; attention_mask (B, Tk) for padding; cache: a KV cache slot
         if self.prenorm:
-            x = x + self.attn(self.ln_1(x), attention_mask, cache)
-            return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, attention_mask, cache))
-        return self.ln_2(x + self.mlp(x))
+            x = x + self.attn(self.ln_1(x), attention_mask, cache)   # (B, T, C)
+            return x + self.mlp(self.ln_2(x))                        # (B, T, C)
+        x = self.ln_1(x + self.attn(x, attention_mask, cache))       # (B, T, C)
+        return self.ln_2(x + self.mlp(x))                            # (B, T, C)
