@@ -1,5 +1,6 @@
 """tensorlite's dtypes: thin named wrappers over NumPy dtypes, plus PyTorch's promotion rules."""
 import numbers
+import sys
 
 import numpy as np
 
@@ -33,9 +34,42 @@ half = float16
 long = int64
 int = int32  # noqa: A001
 
+
+class _OptionalDtype(dtype):
+    """A dtype whose NumPy type comes from an optional package, imported the first time the
+    NumPy type is needed (ml_dtypes takes most of a second to import; most runs never touch
+    bfloat16). Without the package the name still exists, so `tl.bfloat16` in a config or a
+    dict of dtypes works, and anything that needs its arrays says what to install."""
+    __slots__ = ("package", "attr", "_np")
+
+    def __init__(self, name, package, attr, itemsize):
+        self.name, self.is_floating_point, self.itemsize = name, True, itemsize
+        self.package, self.attr, self._np = package, attr, None
+
+    @property
+    def np(self):
+        if self._np is None:
+            try:
+                mod = __import__(self.package)
+            except ImportError:
+                raise TypeError(f"tensorlite.{self.name} needs the {self.package} package for its "
+                                f"NumPy dtype: pip install {self.package}") from None
+            self._np = np.dtype(getattr(mod, self.attr))
+            _register(self)
+        return self._np
+
+
+bfloat16 = _OptionalDtype("bfloat16", "ml_dtypes", "bfloat16", 2)
+
 _ALL = [float32, float64, float16, int64, int32, uint8, bool_]
 _BY_NP = {d.np: d for d in _ALL}
 _NAMES = {d.name: d for d in _ALL}
+_NAMES["bfloat16"] = bfloat16  # even before (or without) ml_dtypes: .np says what is missing
+
+
+def _register(d):
+    _ALL.append(d)
+    _BY_NP[d.np] = d
 
 
 def _by_name(name):
@@ -68,6 +102,8 @@ def as_dtype(d):
         npd = np.dtype(d)
     except TypeError:
         raise TypeError(f"unknown dtype {d!r}") from None
+    if npd not in _BY_NP and npd.name == "bfloat16" and "ml_dtypes" in sys.modules:
+        _ = bfloat16.np  # an array of ml_dtypes' bfloat16 exists: register the dtype now
     if npd not in _BY_NP:
         raise TypeError(f"dtype {npd} is not supported by tensorlite "
                         f"(supported: {', '.join(x.name for x in _ALL)})")

@@ -1,4 +1,5 @@
 """Module-level spellings of Tensor methods (tensorlite.exp(x) == x.exp()), as in PyTorch."""
+from ._tensor.linalg import einsum
 from .tensor import Tensor
 
 _UNARY = ["neg", "abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "relu",
@@ -9,7 +10,8 @@ _OTHER = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "clamp", "cli
           "unsqueeze", "transpose", "permute", "split", "chunk", "unbind", "triu", "tril", "gather",
           "index_select", "scatter_add", "index_add", "broadcast_to", "select", "gelu", "eq", "ne",
           "lt", "le", "gt", "ge", "logical_and", "logical_or", "allclose", "equal", "numel",
-          "any", "all", "swapaxes"]
+          "any", "all", "swapaxes", "sort", "argsort", "msort", "topk", "multinomial", "flip",
+          "fliplr", "flipud", "norm", "bmm", "isclose"]
 
 
 def _make(name):
@@ -25,4 +27,4 @@ def _make(name):
 for _n in _UNARY + _OTHER:
     globals()[_n] = _make(_n)
 
-__all__ = _UNARY + _OTHER
+__all__ = _UNARY + _OTHER + ["einsum"]

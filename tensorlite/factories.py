@@ -55,8 +55,19 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 
 
 def as_tensor(data, dtype=None, device=None):
-    if isinstance(data, Tensor) and dtype is None and device is None:
-        return data
+    """data as a tensor, sharing its memory where dtype and device allow (a tensor, a NumPy
+    array on the CPU, a CuPy array on the GPU), otherwise a converted copy, as in PyTorch."""
+    d = dt.as_dtype(dtype)
+    if isinstance(data, Tensor):
+        if (d is None or d is data.dtype) and (device is None or as_device(device) == data.device):
+            return data
+        return data.to(dtype=d, device=device)
+    on_gpu = type(data).__module__.startswith("cupy")
+    if isinstance(data, np.ndarray) or on_gpu:
+        dev = as_device(device if device is not None else ("cuda" if on_gpu else "cpu"))
+        own = dt.as_dtype(data.dtype)  # raises, by name, for dtypes tensorlite lacks
+        if (d is None or d is own) and (dev.type == "cuda") == on_gpu:
+            return _finish(data, dev, False)
     return tensor(data, dtype=dtype, device=device)
 
 
@@ -65,6 +76,23 @@ def from_numpy(a):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(a).__name__}")
     return Tensor._make(a, as_device("cpu"))
+
+
+def from_dlpack(ext_tensor):
+    """A tensor sharing memory with any object that speaks DLPack (a torch tensor, a NumPy
+    or CuPy array, a JAX array): its __dlpack__ and __dlpack_device__ say where it lives."""
+    if isinstance(ext_tensor, Tensor):
+        return ext_tensor
+    if not hasattr(ext_tensor, "__dlpack__"):
+        raise TypeError(f"from_dlpack: expected an object with __dlpack__ (a tensor or array), got "
+                        f"{type(ext_tensor).__name__}; a bare DLPack capsule is not accepted")
+    kind = ext_tensor.__dlpack_device__()[0] if hasattr(ext_tensor, "__dlpack_device__") else 1
+    if kind == 1:  # kDLCPU
+        return Tensor._make(np.from_dlpack(ext_tensor), as_device("cpu"))
+    if kind == 2:  # kDLCUDA
+        xp = xp_for(as_device("cuda"))
+        return Tensor._make(xp.from_dlpack(ext_tensor), as_device("cuda"))
+    raise TypeError(f"from_dlpack: DLPack device type {kind} is not supported (only CPU and CUDA)")
 
 
 def _filled(shape, value, dtype, device, requires_grad, fn):
@@ -146,7 +174,10 @@ def randn(*size, dtype=None, device=None, requires_grad=False, generator=None):
 
 
 def randint(low, high=None, size=(), dtype=None, device=None, generator=None):
-    if high is None:
+    """Integers in [low, high): randint(high, size) or randint(low, high, size), as torch."""
+    if isinstance(high, (tuple, list)):  # randint(high, size): the size came second
+        low, high, size = 0, low, high
+    elif high is None:
         low, high = 0, low
     if high <= low:
         raise ValueError(f"randint: high ({high}) must be greater than low ({low})")

@@ -86,3 +86,23 @@ def _draw(kind, shape, dtype, device, generator=None, **kw):
     a = np.asarray(a, dtype=npd)
     xp = xp_for(as_device(device))
     return a if xp is np else xp.asarray(a)
+
+
+def _multinomial(probs, num_samples, replacement, generator=None):
+    """Indices drawn from each row of the 2-D float64 array probs (non-negative, each row
+    with a positive sum; the caller checks), as an int64 array of shape (rows, num_samples)."""
+    rng = (generator or default_generator).np
+    rows, n = probs.shape
+    if replacement:
+        # inverse CDF: u in [0, total) lands in category i iff cdf[i-1] <= u < cdf[i], so a
+        # zero-probability category (an empty interval) is never drawn
+        cdf = np.cumsum(probs, axis=1)
+        u = rng.random((rows, num_samples)) * cdf[:, -1:]
+        out = np.stack([np.searchsorted(cdf[r], u[r], side="right") for r in range(rows)])
+        return np.minimum(out, n - 1).astype(np.int64).reshape(rows, num_samples)
+    # without replacement: give each category an exponential clock of rate p_i and keep the
+    # num_samples that ring first; that is drawing one at a time proportionally to p among
+    # those left (zero-probability categories ring at infinity, never)
+    with np.errstate(divide="ignore"):
+        keys = rng.exponential(size=(rows, n)) / probs
+    return np.argsort(keys, axis=1, kind="stable")[:, :num_samples].astype(np.int64)

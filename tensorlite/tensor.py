@@ -3,9 +3,10 @@
 Every differentiable method is a thin wrapper that checks its arguments, promotes
 dtypes the way PyTorch does, and calls one Function from tensorlite/ops/. The class
 itself holds the core (construction, attributes, conversion and devices, the autograd
-glue, printing); its operators and math (tensorlite/_tensor/operators.py) and its
-shape, indexing and in-place methods (tensorlite/_tensor/shape.py) are mixins it
-composes, which never import this module.
+glue, printing); its operators and math (tensorlite/_tensor/operators.py), its
+shape, indexing and in-place methods (tensorlite/_tensor/shape.py), sorting and sampling
+(selection.py), norms and products (linalg.py) and new_* constructors (creation.py) are
+mixins it composes, which never import this module.
 """
 import weakref
 
@@ -14,6 +15,9 @@ import numpy as np
 from . import _dtype as dt
 from ._tensor.operators import OperatorMixin, matmul  # noqa: F401 (re-exported: tensorlite.matmul)
 from ._tensor.shape import ShapeMixin
+from ._tensor.selection import SelectionMixin
+from ._tensor.linalg import LinalgMixin
+from ._tensor.creation import CreationMixin
 from .autograd import api as _autograd
 from .autograd.function import Function, TensorBase, VersionCounter, edge_of
 from .backend.device import as_device, xp_for, xp_of, to_numpy, CPU
@@ -21,7 +25,7 @@ from .ops import elementwise as E
 from .ops._util import norm_dim, shape_str
 
 
-class Tensor(OperatorMixin, ShapeMixin, TensorBase):
+class Tensor(OperatorMixin, ShapeMixin, SelectionMixin, LinalgMixin, CreationMixin, TensorBase):
     __array_priority__ = 1000  # so ndarray <op> Tensor defers to Tensor's reflected operator
 
     # ---- construction -----------------------------------------------------------
@@ -153,8 +157,33 @@ class Tensor(OperatorMixin, ShapeMixin, TensorBase):
         return self._data
 
     def __array__(self, dtype=None, copy=None):
-        a = to_numpy(self._data)
-        return a if dtype is None else a.astype(dtype)
+        # NumPy 2's protocol: np.array(t) passes copy=True and must get an array of its own
+        # (writing into it must not change t); np.asarray(t) passes copy=None and may share
+        # t's memory; copy=False must share or fail
+        a = self._data
+        on_cpu = isinstance(a, np.ndarray)
+        if not on_cpu:
+            if copy is False:
+                raise ValueError("__array__(copy=False): this tensor is on the GPU; a NumPy array "
+                                 "of it needs a copy to host memory")
+            a = to_numpy(a)  # already a copy of its own
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"__array__(copy=False): converting {self.dtype} to "
+                                 f"{np.dtype(dtype)} needs a copy")
+            return a.astype(dtype)
+        return a.copy() if copy and on_cpu else a
+
+    def __format__(self, spec):
+        # f"{loss:.4f}": a 0-d tensor formats as its number, as in PyTorch; other tensors
+        # only take the empty spec (str), as object.__format__ does
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} for a tensor of shape "
+                            f"{shape_str(self.shape)}; only 0-d tensors format as numbers "
+                            "(use .item() or .tolist())")
+        return str(self)
 
     def __dlpack__(self, *args, **kwargs):
         return self._data.__dlpack__(*args, **kwargs)
@@ -193,7 +222,10 @@ class Tensor(OperatorMixin, ShapeMixin, TensorBase):
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self.shape[0]))
 
-    def to(self, *args, dtype=None, device=None, copy=False):
+    def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False, memory_format=None):
+        """to(device), to(dtype), to(device, dtype), to(other). non_blocking and memory_format
+        are accepted for PyTorch's signature: copies here are synchronous and every tensor
+        is dense and row-major."""
         for a in args:
             if isinstance(a, (dt.dtype, type)) or (isinstance(a, str) and a in dt._NAMES):
                 dtype = a
@@ -210,6 +242,14 @@ class Tensor(OperatorMixin, ShapeMixin, TensorBase):
             out = self.clone()
         return out
 
+    def pin_memory(self):
+        """Returns self: NumPy arrays have no page-locked variant, and tensorlite's host to
+        GPU copies are synchronous anyway."""
+        return self
+
+    def is_pinned(self):
+        return False
+
     def cpu(self):
         return self.to("cpu")
 
@@ -224,6 +264,9 @@ class Tensor(OperatorMixin, ShapeMixin, TensorBase):
 
     def half(self):
         return self.to(dt.float16)
+
+    def bfloat16(self):
+        return self.to(dt.bfloat16)
 
     def long(self):
         return self.to(dt.int64)
@@ -293,6 +336,8 @@ class Tensor(OperatorMixin, ShapeMixin, TensorBase):
     # ---- printing ---------------------------------------------------------------
     def __repr__(self):
         a = to_numpy(self._data)
+        if a.dtype.kind == "V":  # bfloat16 (ml_dtypes): print its values as floats
+            a = a.astype(np.float32)
         # PyTorch's style: whole floats print as "1.", others with 4 fixed decimals ("1.5000")
         finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
         fixed = a.dtype.kind == "f" and bool((finite != np.round(finite)).any())

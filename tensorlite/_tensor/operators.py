@@ -37,7 +37,9 @@ class OperatorMixin:
                 if other._data.shape != self._data.shape:
                     broadcast_shape(self.shape, other.shape, name)
                 return fn.apply(other, self) if reverse else fn.apply(self, other)
-        if not isinstance(other, (TensorBase, numbers.Number)):
+        if _is_array(other):
+            other = _lift_array(other, self)
+        elif not isinstance(other, (TensorBase, numbers.Number)):
             return NotImplemented  # Python then raises its usual "unsupported operand" TypeError
         res = dt.result_type(_kind(self), _kind(other))
         if floating and not res.is_floating_point:
@@ -86,10 +88,10 @@ class OperatorMixin:
         return self._binary(o, E.Pow, "pow", reverse=True)
 
     def __matmul__(self, o):
-        return matmul(self, o)
+        return matmul(self, _lift_array(o, self) if _is_array(o) else o)
 
     def __rmatmul__(self, o):
-        return matmul(o, self)
+        return matmul(_lift_array(o, self) if _is_array(o) else o, self)
 
     def __neg__(self):
         return E.Neg.apply(self)
@@ -183,8 +185,9 @@ class OperatorMixin:
     def equal(self, other):
         return self.shape == other.shape and bool((self._data == other._data).all())
 
-    def allclose(self, other, rtol=1e-5, atol=1e-8):
-        return bool(xp_of(self._data).allclose(self._data, other._data, rtol=rtol, atol=atol))
+    def allclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False):
+        o = other._data if isinstance(other, TensorBase) else other
+        return bool(xp_of(self._data).allclose(self._data, o, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
     # ---- unary math -------------------------------------------------------------
     def _float_unary(self, fn):
@@ -403,6 +406,18 @@ class _MinMax(tuple):
     @property
     def indices(self):
         return self[1]
+
+
+def _is_array(x):
+    return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
+
+
+def _lift_array(a, like):
+    """An ndarray operand as a tensor on like's device (no copy on the CPU), so that
+    `t + a` and `a + t` (NumPy defers to Tensor's __array_priority__) both give a Tensor
+    and keep t's graph; the array promotes as a tensor of its own dtype would."""
+    dt.as_dtype(a.dtype)  # unsupported dtypes (int16, object, ...) raise here, by name
+    return like._make(xp_of(like._data).asarray(a), like._device)
 
 
 def _as_tensor_like(x, like):

@@ -162,6 +162,23 @@ class ShapeMixin:
         idx[d] = index
         return self[tuple(idx)]
 
+    def flip(self, *dims):
+        """Reverse the order along dims (a copy, as in PyTorch). flip(0, 1) or flip((0, 1))."""
+        dims = _shape_arg(dims)
+        if self.ndim == 0:
+            norm_dims(dims, 0, "flip")
+            return self.clone()
+        return S.Flip.apply(self, dims=norm_dims(dims, self.ndim, "flip"))
+
+    def fliplr(self):
+        _need_2d(self, "fliplr")
+        return self.flip(1)
+
+    def flipud(self):
+        if self.ndim < 1:
+            raise ValueError("flipud: expects a tensor with at least 1 dim")
+        return self.flip(0)
+
     def triu(self, diagonal=0):
         _need_2d(self, "triu")
         return S.Tri.apply(self, diagonal=diagonal, upper=True)
@@ -263,6 +280,35 @@ class ShapeMixin:
             raise ValueError(f"copy_: source of shape {shape_str(src.shape)} cannot be copied into "
                              f"a tensor of shape {shape_str(self.shape)}")
         return self._inplace("copy_", src)
+
+    def masked_fill_(self, mask, value):
+        """Write value where mask (bool, broadcastable to this tensor's shape) is True.
+        On a tensor in the graph (a non-leaf that requires grad, under grad mode) the write
+        is recorded: the tensor takes masked_fill's result and history. Its array is then a
+        new one, so that arrays saved for earlier backwards stay intact; views taken of it
+        before the write do not see the write (in PyTorch they would)."""
+        if isinstance(value, TensorBase):
+            if value.ndim:
+                raise ValueError(f"masked_fill_: value must be a number or a 0-d tensor, got "
+                                 f"shape {shape_str(value.shape)}")
+            value = value.item()
+        if grad_mode.is_grad_enabled() and self.requires_grad:
+            if self.grad_fn is None:
+                self._check_inplace("masked_fill_")  # a leaf that requires grad: raises
+            out = self.masked_fill(mask, value)
+            self._data, self.grad_fn, self._version = out._data, out.grad_fn, out._version
+            return self
+        if not isinstance(mask, TensorBase):
+            mask = self._make(xp_of(self._data).asarray(mask), self._device)
+        if mask.dtype is not dt.bool_:
+            raise TypeError(f"masked_fill_: mask must be a bool tensor, got {mask.dtype}")
+        if broadcast_shape(self.shape, mask.shape, "masked_fill_") != self.shape:
+            raise ValueError(f"masked_fill_: mask of shape {shape_str(mask.shape)} would broadcast "
+                             f"the tensor of shape {shape_str(self.shape)}")
+        xp = xp_of(self._data)
+        xp.copyto(self._data, xp.asarray(value, dtype=self._data.dtype), where=mask._data)
+        self._version.value += 1
+        return self
 
     def clamp_(self, min=None, max=None):  # noqa: A002
         return self._inplace("clamp_", xp_of(self._data).clip(self._data, min, max))

@@ -36,7 +36,18 @@ class Context:
     engine can check nothing saved was modified in place before the backward ran."""
 
     def save_for_backward(self, *arrays):
+        if any(isinstance(a, TensorBase) for a in arrays):
+            # a Function written the PyTorch way saves Tensors: Function.apply's version
+            # check matches saved arrays against the inputs', so keep both
+            self._saved_tensors = arrays
+            arrays = tuple(a._data for a in arrays if isinstance(a, TensorBase))
         self.saved = arrays
+
+    @property
+    def saved_tensors(self):
+        """What save_for_backward was given (PyTorch's name): Tensors for a
+        tensorlite.autograd.Function, arrays for the ops' array Functions."""
+        return getattr(self, "_saved_tensors", None) or getattr(self, "saved", ())
 
 
 class Node:
@@ -134,7 +145,8 @@ class Function:
             out = _np.asarray(out)
         # an integer or bool result (x.long(), a cast of a tensor that requires grad) has no
         # gradient: leave it out of the graph instead of failing to make it require grad
-        record = record and out.dtype.kind == "f"
+        # (kind "V": ml_dtypes' bfloat16, the one non-"f" floating dtype tensorlite allows)
+        record = record and out.dtype.kind in "fV"
         result = first._make(out, getattr(ctx, "out_device", device))
         if grad_mode.is_anomaly_enabled():
             _check_finite(out, f"{cls.__name__} forward")
@@ -157,6 +169,90 @@ class Function:
             result.grad_fn = node
             result._requires_grad = True  # a floating result (checked above): no setter needed
         return result
+
+
+class TensorFunction(Function):
+    """A custom op written the PyTorch way; this is tensorlite.autograd.Function.
+
+        class Exp(tl.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):             # x: a Tensor (outside the graph)
+                y = x.exp()
+                ctx.save_for_backward(y)
+                return y                     # one Tensor
+            @staticmethod
+            def backward(ctx, grad):         # grad: a Tensor
+                y, = ctx.saved_tensors
+                return grad * y              # one Tensor (or None) per forward input
+
+        Exp.apply(x)
+
+    forward runs under no_grad on Tensors that share the inputs' arrays and need no
+    gradient; backward gets and returns Tensors. PyTorch 2's split form (forward without
+    ctx plus setup_context(ctx, inputs, output)) works too. Underneath, apply runs one
+    array Function (the kind tensorlite's own ops subclass, which get raw arrays and skip
+    the wrapping), so the graph, version checks and profiler see one node as for any op.
+    Unlike PyTorch: one output per Function (the engine's one-output nodes)."""
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        adapter = cls.__dict__.get("_array_adapter")
+        if adapter is None:
+            adapter = type(cls.__name__, (_TensorAdapter,), {"user": cls, "__module__": cls.__module__})
+            cls._array_adapter = adapter
+        maker = next((a for a in args if isinstance(a, TensorBase)), None)
+        if maker is None:
+            raise TypeError(f"{cls.__name__}.apply: expected at least one tensor argument")
+        is_tensor = tuple(isinstance(a, TensorBase) for a in args)
+        return adapter.apply(*args, _tl_maker=maker, _tl_is_tensor=is_tensor, **kwargs)
+
+
+def _defines_setup_context(cls):
+    return any("setup_context" in k.__dict__ for k in cls.__mro__
+               if k not in (TensorFunction, Function, object))
+
+
+class _TensorAdapter(Function):
+    """The array Function behind one TensorFunction subclass (`user`): wraps arrays into
+    Tensors for the user's forward and backward, and unwraps what they return."""
+    user = None
+
+    @classmethod
+    def forward(cls, ctx, *raw, _tl_maker=None, _tl_is_tensor=(), **kwargs):
+        device = ctx.device
+        ctx._tl_maker = _tl_maker
+        ctx._tl_shapes = tuple(tuple(a.shape) if t else None for a, t in zip(raw, _tl_is_tensor))
+        inputs = tuple(_tl_maker._make(a, device) if t else a for a, t in zip(raw, _tl_is_tensor))
+        user = cls.user
+        with grad_mode.no_grad():
+            if _defines_setup_context(user):
+                out = user.forward(*inputs, **kwargs)
+                user.setup_context(ctx, inputs, out)
+            else:
+                out = user.forward(ctx, *inputs, **kwargs)
+        if isinstance(out, (tuple, list)):
+            raise NotImplementedError(f"{user.__name__}.forward returned {len(out)} outputs; a "
+                                      "tensorlite Function returns one Tensor (split it into "
+                                      "one Function per output)")
+        return out._data if isinstance(out, TensorBase) else out
+
+    @classmethod
+    def backward(cls, ctx, g):
+        user = cls.user
+        grads = user.backward(ctx, ctx._tl_maker._make(g, ctx.device))
+        if not isinstance(grads, (tuple, list)):
+            grads = (grads,)
+        n = len(ctx.needs_input_grad)
+        if len(grads) != n:
+            raise RuntimeError(f"{user.__name__}.backward returned {len(grads)} gradients; "
+                               f"expected {n}, one (or None) per argument of forward")
+        out = tuple(x._data if isinstance(x, TensorBase) else x for x in grads)
+        for i, (x, shape) in enumerate(zip(out, ctx._tl_shapes)):
+            # the engine would broadcast a wrongly shaped gradient into the next node silently
+            if x is not None and shape is not None and tuple(x.shape) != shape:
+                raise RuntimeError(f"{user.__name__}.backward: gradient {i} has shape "
+                                   f"{tuple(x.shape)}, but input {i} has shape {shape}")
+        return out
 
 
 def _check_finite(a, where):

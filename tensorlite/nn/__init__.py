@@ -3,7 +3,7 @@ from . import functional, init  # noqa: F401
 from .module import Module  # noqa: F401
 from .parameter import Parameter  # noqa: F401
 from .layers import (Linear, Embedding, LayerNorm, Dropout, GELU, ReLU, Tanh, SiLU, Identity,  # noqa: F401
-                     Softmax, CrossEntropyLoss)
+                     Softmax, CrossEntropyLoss, RMSNorm)
 from .containers import Sequential, ModuleList, ModuleDict  # noqa: F401
 from .attention import MultiHeadAttention, CausalSelfAttention, KVCache  # noqa: F401
 from .transformer import MLP, Block  # noqa: F401

@@ -72,6 +72,28 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):  # no
     return fused.FusedLayerNorm.apply(x, weight, bias, eps=eps)
 
 
+def rms_norm(input, normalized_shape, weight=None, eps=None):  # noqa: A002
+    """x / sqrt(mean(x^2 over the normalized (last) dims) + eps) * weight. eps=None is the
+    machine epsilon of the input's dtype, as in PyTorch."""
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if not ns or input.shape[input.ndim - len(ns):] != ns:
+        raise ValueError(f"rms_norm: normalized_shape {ns} does not match the last dims of the "
+                         f"input's shape {shape_str(input.shape)}")
+    if weight is not None and weight.shape != ns:
+        raise ValueError(f"rms_norm: weight has shape {shape_str(weight.shape)}, expected {ns}")
+    x = input if input.dtype.is_floating_point else input.float()
+    if eps is None:
+        eps = float(np.finfo(x.dtype.np).eps)
+    dims = tuple(range(x.ndim - len(ns), x.ndim))
+    y = x * ((x * x).mean(dims, keepdim=True) + eps).rsqrt()
+    return y if weight is None else y * weight
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):  # noqa: A002
+    """input / max(||input||_p over dim, eps): unit vectors along dim, zeros kept zeros."""
+    return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
+
+
 def embedding(input, weight):  # noqa: A002
     """weight[input] for an integer tensor of any shape; gradients add into the rows used."""
     if input.dtype not in (dt.int64, dt.int32):
@@ -230,5 +252,5 @@ def attention_probs(q, k, mask=None, is_causal=False, scale=None):
 
 
 __all__ = ["linear", "relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax",
-           "layer_norm", "embedding", "dropout", "pad", "one_hot", "cross_entropy", "nll_loss",
+           "layer_norm", "rms_norm", "normalize", "embedding", "dropout", "pad", "one_hot", "cross_entropy", "nll_loss",
            "mse_loss", "scaled_dot_product_attention", "attention_probs"]

@@ -3,6 +3,7 @@
 Parameters, buffers and submodules are registered by assigning them as attributes,
 in that order; names are dotted paths ("transformer.h.0.attn.c_attn.weight").
 """
+import logging
 from collections import OrderedDict
 
 import numpy as np
@@ -13,6 +14,8 @@ from ..backend.device import as_device, xp_for, to_numpy
 from ..tensor import Tensor
 from .backward_hook import BackwardHook
 from .parameter import Parameter
+
+_log = logging.getLogger("tensorlite.nn")
 
 
 class Module:
@@ -220,8 +223,15 @@ class Module:
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy values into this module's tensors. Missing keys, unexpected keys and shape
-        mismatches are all listed by name in one error (shape mismatches always raise)."""
+        mismatches are all listed by name in one error (shape mismatches always raise).
+        A key whose tensor is tied to another key that is present (one Parameter reachable
+        by two names, as lm_head.weight and wte.weight; safetensors' save_model keeps only
+        one) is loaded through that key, so strict loading accepts its absence. It is
+        still listed in missing_keys (PyTorch's meaning: absent from state_dict);
+        result.tied_keys maps it to the key it was loaded through, and the tensorlite.nn
+        logger says so at INFO level."""
         own = self.state_dict()
+        tied = _tied_sources(own, state_dict)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         mismatched = []
@@ -231,8 +241,8 @@ class Module:
                 if shape != own[k].shape:
                     mismatched.append(f"{k}: checkpoint {shape} vs model {own[k].shape}")
         problems = []
-        if strict and missing:
-            problems.append("missing keys: " + ", ".join(missing))
+        if strict and any(k not in tied for k in missing):
+            problems.append("missing keys: " + ", ".join(k for k in missing if k not in tied))
         if strict and unexpected:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if mismatched:
@@ -248,7 +258,10 @@ class Module:
                     xp = xp_for(target.device)
                     target._data[...] = xp.asarray(to_numpy(src) if xp is np else src)
                     target._version.value += 1
-        return _IncompatibleKeys(missing, unexpected)
+        if tied:
+            _log.info("load_state_dict: %s", ", ".join(f"{k} loaded through its tied {v}"
+                                                       for k, v in tied.items()))
+        return _IncompatibleKeys(missing, unexpected, tied)
 
     # ---- calling --------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -317,9 +330,24 @@ class _Handle:
         self.store.pop(self.id, None)
 
 
+def _tied_sources(own, state_dict):
+    """{missing key: present key holding the same tensor} (state_dict's values share their
+    module tensor's array, so a shared array is a shared tensor)."""
+    by_array = {}
+    for k, v in own.items():
+        if k in state_dict:
+            by_array.setdefault(id(v._data), k)
+    return {k: by_array[id(v._data)] for k, v in own.items()
+            if k not in state_dict and id(v._data) in by_array}
+
+
 class _IncompatibleKeys(tuple):
-    def __new__(cls, missing, unexpected):
-        return super().__new__(cls, (missing, unexpected))
+    """(missing_keys, unexpected_keys), as PyTorch returns; tied_keys is tensorlite's."""
+
+    def __new__(cls, missing, unexpected, tied=None):
+        self = super().__new__(cls, (missing, unexpected))
+        self.tied_keys = dict(tied or {})
+        return self
 
     @property
     def missing_keys(self):

@@ -14,8 +14,8 @@ class Matmul(Function):
             # (..., K) @ (K, N), as every Linear does: one GEMM over all the leading dims
             # (NumPy's matmul would run one small GEMM per leading index)
             lead = a.shape[:-1]
-            return (a.reshape(math.prod(lead), a.shape[-1]) @ b).reshape(lead + (b.shape[1],))
-        return a @ b
+            return _same(a, (a.reshape(math.prod(lead), a.shape[-1]) @ b).reshape(lead + (b.shape[1],)))
+        return _same(a, a @ b)
 
     @staticmethod
     def backward(ctx, g):
@@ -33,10 +33,15 @@ class Matmul(Function):
             g2 = g2[..., None]
         ga = gb = None
         if na:
-            ga = unbroadcast(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+            ga = _same(a, unbroadcast(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape))
         if nb:
-            gb = unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape)
+            gb = _same(a, unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape))
         return ga, gb
+
+
+def _same(a, out):
+    # ml_dtypes' bfloat16 matmul returns float32; a tensor op keeps its operands' dtype
+    return out if out.dtype == a.dtype else out.astype(a.dtype)
 
 
 def _backward_2d(a, b, g, na, nb):
@@ -47,13 +52,13 @@ def _backward_2d(a, b, g, na, nb):
     g2 = g.reshape(M, N)
     ga = gb = None
     if na:
-        ga = (g2 @ b.T).reshape(a.shape)
+        ga = _same(a, (g2 @ b.T).reshape(a.shape))
     if nb:
         a2 = a.reshape(M, K)
         if b.flags.f_contiguous and not b.flags.c_contiguous:
             # b is a transposed weight (x @ W.T in Linear): compute W's gradient in W's own
             # layout, so it arrives C-contiguous once the transpose's backward flips it back
-            gb = (g2.T @ a2).T
+            gb = _same(a, (g2.T @ a2).T)
         else:
-            gb = a2.T @ g2
+            gb = _same(a, a2.T @ g2)
     return ga, gb

@@ -136,3 +136,14 @@ class Pad(Function):
         gx = xp.zeros(ctx.in_shape, dtype=g.dtype)
         gx[ctx.crop] = g[inner]
         return (gx,)
+
+
+class Flip(Function):
+    @staticmethod
+    def forward(ctx, x, dims=()):
+        ctx.dims = dims
+        return xp_of(x).flip(x, dims).copy()  # a copy, as torch.flip (NumPy's flip is a view)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (xp_of(g).flip(g, ctx.dims).copy(),)
