@@ -14,6 +14,7 @@ import numpy as np
 from .. import factories
 from ..autograd.grad_mode import no_grad
 from ..backend.device import to_numpy
+from ..nn import functional as nnf
 from ..nn import init
 from ..nn.containers import ModuleDict, ModuleList
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear
@@ -296,3 +297,208 @@ def encode_sentences(model, tokenizer, sentences, batch_size=32, normalize=True)
     if normalize:
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), np.float32(1e-12))
     return emb.astype(np.float32)
+
+
+# ---- sequence classification ---------------------------------------------------------------
+PROBLEM_TYPES = (None, "single_label_classification", "regression")
+
+
+@dataclass
+class BertClassificationConfig(BertConfig):
+    """BertConfig plus the fields HF's BertForSequenceClassification reads. As in HF,
+    id2label decides num_labels when both are given (a clash is an error); without
+    id2label the labels are "LABEL_0", ... and label2id is id2label's inverse unless given.
+    id2label keys may be strings ("0", as config.json stores them): they become ints.
+    classifier_dropout None means hidden_dropout_prob. problem_type None picks the loss
+    as HF does: mean-squared error for num_labels == 1, cross-entropy otherwise."""
+    num_labels: int | None = None
+    id2label: dict | None = None
+    label2id: dict | None = None
+    classifier_dropout: float | None = None
+    problem_type: str | None = None
+
+    def __post_init__(self):
+        if self.id2label is not None:
+            id2label = {int(k): str(v) for k, v in dict(self.id2label).items()}
+            if sorted(id2label) != list(range(len(id2label))):
+                raise ValueError(f"BertClassificationConfig: id2label keys must be 0 .. "
+                                 f"{len(id2label) - 1}, got {sorted(id2label)}")
+            if self.num_labels is not None and self.num_labels != len(id2label):
+                raise ValueError(f"BertClassificationConfig: num_labels={self.num_labels} but "
+                                 f"id2label has {len(id2label)} labels")
+            self.id2label, self.num_labels = id2label, len(id2label)
+        else:
+            self.num_labels = 2 if self.num_labels is None else int(self.num_labels)
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        if self.num_labels < 1:
+            raise ValueError(f"BertClassificationConfig: num_labels must be >= 1, got {self.num_labels}")
+        if self.label2id is None or len(self.label2id) != self.num_labels:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        else:
+            self.label2id = {str(k): int(v) for k, v in dict(self.label2id).items()}
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"BertClassificationConfig: problem_type {self.problem_type!r} is not "
+                             f"supported (tensorlite has {PROBLEM_TYPES[1:]})")
+
+
+@dataclass
+class SequenceClassifierOutput:
+    """What BertForSequenceClassification returns: .logits (B, num_labels) and .loss (a
+    scalar, or None without labels). Unlike HF's, out[0] is always the logits and out[1]
+    the loss (None included), the (logits, loss) order of tensorlite's GPT, so that
+    `logits, loss = model(...)` works with or without labels."""
+    logits: Tensor
+    loss: Tensor | None = None
+
+    def to_tuple(self):
+        return (self.logits, self.loss)
+
+    def __getitem__(self, i: Any):
+        if isinstance(i, str):
+            return getattr(self, i)
+        return self.to_tuple()[i]
+
+    def __iter__(self):
+        return iter(self.to_tuple())
+
+    def __len__(self):
+        return 2
+
+
+def classification_config(path, num_labels=None, id2label=None, label2id=None):
+    """The BertClassificationConfig of the local BERT folder path: its config.json, with the
+    label fields given here replacing the folder's (a new label set drops the folder's
+    id2label/label2id, as HF's from_pretrained(num_labels=...) does)."""
+    from ..pretrained import bert as pb
+    from ..pretrained import folder as F
+    folder = F.resolve_folder(path)
+    hf = F.read_config(folder)
+    mt = F.model_type_of(folder, hf)
+    if mt != pb.MODEL_TYPE:
+        raise F.PretrainedError(f"{folder}: model_type {mt!r} is not {pb.MODEL_TYPE!r} "
+                                "(BertForSequenceClassification loads BERT folders)")
+    fields_ = dict(hf)
+    if id2label is None and label2id is not None:
+        id2label = {int(v): k for k, v in dict(label2id).items()}
+    stored_n = len(hf["id2label"]) if isinstance(hf.get("id2label"), dict) else hf.get("num_labels")
+    if id2label is not None or (num_labels is not None and num_labels != stored_n):
+        # a new label set: the folder's names would describe other classes
+        for k in ("id2label", "label2id", "num_labels"):
+            fields_.pop(k, None)
+        fields_.update({k: v for k, v in (("id2label", id2label), ("label2id", label2id),
+                                          ("num_labels", num_labels)) if v is not None})
+    try:
+        return pb.config_from_hf(BertClassificationConfig, fields_, folder)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, F.PretrainedError):
+            raise
+        raise F.PretrainedError(f"{folder}: {e}") from None
+
+
+class BertForSequenceClassification(Module):
+    """HF's BertForSequenceClassification: BertModel -> pooler_output -> dropout
+    (classifier_dropout, else hidden_dropout_prob) -> Linear(hidden_size, num_labels).
+    The encoder is self.bert (a BertModel), the head self.classifier."""
+    config_class = BertClassificationConfig
+
+    def __init__(self, config, init_weights=True):
+        super().__init__()
+        if not isinstance(config, BertClassificationConfig):  # a plain BertConfig: 2 labels
+            config = BertClassificationConfig(**config.to_dict())
+        self.config = config
+        self.bert = BertModel(config, init_weights=init_weights)
+        p = config.classifier_dropout if config.classifier_dropout is not None \
+            else config.hidden_dropout_prob
+        self.dropout = Dropout(p)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
+        if init_weights:
+            self.init_classifier()
+
+    def init_classifier(self):
+        """HF's init of a fresh head: N(0, initializer_range) weight, zero bias."""
+        init.normal_(self.classifier.weight, 0.0, self.config.initializer_range)
+        init.zeros_(self.classifier.bias)
+
+    # ---- Hugging Face folders -------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, num_labels=None, id2label=None, label2id=None,
+                        ignore_mismatched_sizes=False):
+        """The encoder from a local BERT folder (BertModel's layout, or a BertFor* one with
+        the "bert." prefix), in eval mode. A folder with classifier.weight/bias (one saved
+        by save_pretrained) gives its head too; otherwise the head is fresh (HF's init)
+        and model.head_loaded is False. A stored head of another num_labels is refused,
+        unless ignore_mismatched_sizes (then it is replaced by a fresh one, as in HF)."""
+        from ..pretrained import bert as pb
+        from ..pretrained import folder as F
+        config = classification_config(path, num_labels, id2label, label2id)
+        folder = F.resolve_folder(path)
+        files = F.weight_files(folder)
+        found, stored = pb._canonical(F.tensor_infos(folder, files), folder)
+        model = cls(config, init_weights=False)  # the encoder is read below
+        own = {k: to_numpy(v._data) for k, v in model.bert.state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in pb.to_hf(own).items()}
+        head = {"classifier.weight": (config.num_labels, config.hidden_size),
+                "classifier.bias": (config.num_labels,)}
+        stored_head = [k for k in head if k in found]
+        if stored_head and ignore_mismatched_sizes and any(found[k][1] != head[k] for k in stored_head):
+            for k in stored_head:
+                del found[k]
+            stored_head = []
+        if stored_head:
+            expected.update(head)  # both must be there, with these shapes
+        F.check_tensors(folder, found, expected, pb._describe(config) +
+                        f", num_labels={config.num_labels}")
+        arrays = F.load_arrays(folder, files, {k: stored[k] for k in expected})
+        model.bert.load_state_dict(pb.from_hf(arrays, own))
+        if stored_head:
+            with no_grad():
+                model.classifier.weight._data[...] = arrays["classifier.weight"]
+                model.classifier.bias._data[...] = arrays["classifier.bias"]
+        else:
+            model.init_classifier()
+        model.head_loaded = bool(stored_head)
+        model.bert.hf_config = model.hf_config = F.read_config(folder)
+        model.bert.sentence_config = pb.sentence_transformers_config(folder)
+        return model.eval()
+
+    def save_pretrained(self, path):
+        """config.json + model.safetensors in the layout transformers'
+        BertForSequenceClassification loads: the encoder under "bert.", then classifier.*."""
+        from ..pretrained import bert as pb
+        from ..pretrained import folder as F
+        c = self.config
+        state = {k: to_numpy(v._data) for k, v in self.bert.state_dict().items()}
+        tensors = {f"bert.{k}": v for k, v in pb.to_hf(state).items()}
+        tensors["classifier.weight"] = to_numpy(self.classifier.weight._data)
+        tensors["classifier.bias"] = to_numpy(self.classifier.bias._data)
+        cfg = pb.config_to_hf(self.bert)
+        cfg.update(architectures=["BertForSequenceClassification"], num_labels=c.num_labels,
+                   id2label={str(i): c.id2label[i] for i in sorted(c.id2label)},
+                   label2id=dict(c.label2id))
+        F.write_folder(path, cfg, tensors)
+
+    # ---- forward ----------------------------------------------------------------------
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        """input_ids, attention_mask, token_type_ids as BertModel takes them; labels (B,)
+        class ids (float targets for num_labels == 1). Returns a SequenceClassifierOutput:
+        logits (B, num_labels), and the loss when labels are given."""
+        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else self.loss(logits, labels)
+        return SequenceClassifierOutput(logits, loss)
+
+    def loss(self, logits, labels):
+        """HF's choice of loss: mean-squared error for regression (problem_type, or
+        num_labels == 1), else cross-entropy over class ids."""
+        c = self.config
+        floating = labels.dtype.is_floating_point if isinstance(labels, Tensor) \
+            else np.issubdtype(np.asarray(labels).dtype, np.floating)
+        if c.problem_type == "regression" or (c.problem_type is None and c.num_labels == 1):
+            y = self.bert._ids(labels, dtype="float32").float()
+            return nnf.mse_loss(logits.reshape(-1), y.reshape(-1))
+        if floating:  # HF would read float targets as multi-label (BCE), which we lack
+            raise TypeError("BertForSequenceClassification: labels must be class ids (int64) "
+                            f"for num_labels={c.num_labels}; float targets (multi-label) are "
+                            "not supported")
+        y = self.bert._ids(labels).long().reshape(-1)
+        return nnf.cross_entropy(logits.reshape(-1, c.num_labels), y)
