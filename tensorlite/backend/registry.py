@@ -42,7 +42,9 @@ FUSED_OPS = {
 
 PROVIDERS = ("numpy", "cpp", "triton")
 
-# the float dtypes each provider computes in (the C++ loops are written for two)
+# the float dtypes each provider computes in (the C++ loops are written for two); float16 and
+# bfloat16 inputs to numpy/cpp are widened to float32 by ops/fused.py and the results rounded
+# back, so every provider takes every float dtype and accumulates half inputs in float32
 DTYPES = {
     "numpy": ("float32", "float64"),
     "cpp": ("float32", "float64"),

@@ -6,7 +6,7 @@ encode_sentences turns a loaded BertModel plus a tokenizer into sentence embeddi
 sentence-transformers computes them (token embeddings pooled over the attention mask, then
 L2-normalised). docs/PRETRAINED.md tables what each HF tensor becomes."""
 import inspect
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -22,10 +22,11 @@ from ..nn.module import Module
 from ..nn.transformer import Block
 from ..pretrained import activations
 from ..tensor import Tensor
+from ._config import DictConfig
 
 
 @dataclass
-class BertConfig:
+class BertConfig(DictConfig):
     """HF BertConfig's fields and defaults (bert-base). hidden_act "gelu" is the exact GELU;
     "gelu_new" / "gelu_pytorch_tanh" the tanh approximation; "relu" a ReLU."""
     vocab_size: int = 30522
@@ -42,16 +43,6 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     position_embedding_type: str = "absolute"
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"BertConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

@@ -6,7 +6,7 @@ Shapes: B batch, H heads, T (Tq, Tk) sequence, D head dim, C channels, N rows, V
 """
 from ..autograd.function import Function
 from ..backend.device import xp_of
-from ..backend.registry import get_provider
+from ..backend.registry import DTYPES, get_provider
 from . import fused_checks as check
 
 
@@ -17,21 +17,51 @@ def _provider(ctx):
     return name, mod
 
 
+_HALF = ("float16", "bfloat16")
+
+
+def _widen(ctx, name, *arrays):
+    """float16/bfloat16 inputs of a provider that computes in float32/float64 only (numpy,
+    cpp) are widened to float32: the op then accumulates in float32, as the Triton kernels do
+    for half inputs, and _narrow rounds its results back to the input dtype. ctx.half holds
+    that dtype (None when nothing was widened) so the backward does the same."""
+    first = next((a for a in arrays if a is not None and hasattr(a, "dtype")), None)
+    ctx.half = None
+    if first is None or first.dtype.name not in _HALF or first.dtype.name in DTYPES[name]:
+        return arrays
+    ctx.half = first.dtype
+    return tuple(a.astype("float32") if a is not None and getattr(a, "dtype", None) is not None
+                 and a.dtype.name in _HALF else a for a in arrays)
+
+
+def _narrow(ctx, *arrays):
+    if ctx.half is None:
+        return arrays if len(arrays) > 1 else arrays[0]
+    out = tuple(None if a is None else a.astype(ctx.half) for a in arrays)
+    return out if len(out) > 1 else out[0]
+
+
+def _wide(ctx, a):
+    """A gradient arriving in the half dtype, widened like the forward's inputs were."""
+    return a if ctx.half is None or a is None else a.astype("float32")
+
+
 class FusedSoftmax(Function):
     """y = softmax(x) over the last dim."""
 
     @staticmethod
     def forward(ctx, x):
         name, mod = _provider(ctx)
+        x, = _widen(ctx, name, x)
         check.softmax("softmax", name, x)
         y = mod.softmax_forward(x)
         ctx.save_for_backward(y)  # the backward needs only y: dx = y * (dy - sum(dy * y))
-        return y
+        return _narrow(ctx, y)
 
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved
-        return (ctx.mod.softmax_backward(y, g),)
+        return (_narrow(ctx, ctx.mod.softmax_backward(y, _wide(ctx, g))),)
 
 
 class FusedLogSoftmax(Function):
@@ -40,15 +70,16 @@ class FusedLogSoftmax(Function):
     @staticmethod
     def forward(ctx, x):
         name, mod = _provider(ctx)
+        x, = _widen(ctx, name, x)
         check.softmax("log_softmax", name, x)
         y = mod.log_softmax_forward(x)
         ctx.save_for_backward(y)
-        return y
+        return _narrow(ctx, y)
 
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved
-        return (ctx.mod.log_softmax_backward(y, g),)
+        return (_narrow(ctx, ctx.mod.log_softmax_backward(y, _wide(ctx, g))),)
 
 
 class FusedGelu(Function):
@@ -57,15 +88,16 @@ class FusedGelu(Function):
     @staticmethod
     def forward(ctx, x, approximate="none"):
         name, mod = _provider(ctx)
+        x, = _widen(ctx, name, x)
         check.gelu(name, x, approximate)
         ctx.save_for_backward(x)
         ctx.approximate = approximate
-        return mod.gelu_forward(x, approximate)
+        return _narrow(ctx, mod.gelu_forward(x, approximate))
 
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved
-        return (ctx.mod.gelu_backward(x, g, ctx.approximate),)
+        return (_narrow(ctx, ctx.mod.gelu_backward(x, _wide(ctx, g), ctx.approximate)),)
 
 
 class FusedLayerNorm(Function):
@@ -74,16 +106,18 @@ class FusedLayerNorm(Function):
     @staticmethod
     def forward(ctx, x, weight=None, bias=None, eps=1e-5):
         name, mod = _provider(ctx)
+        x, weight, bias = _widen(ctx, name, x, weight, bias)
         check.layer_norm(name, x, weight, bias, eps)
         y, mean, rstd = mod.layer_norm_forward(x, weight, bias, eps)  # mean, rstd: x.shape[:-1]
         ctx.save_for_backward(x, weight)
         ctx.mean, ctx.rstd = mean, rstd
-        return y
+        return _narrow(ctx, y)
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved
-        dx, dw, db = ctx.mod.layer_norm_backward(g, x, weight, ctx.mean, ctx.rstd)
+        dx, dw, db = _narrow(ctx, *ctx.mod.layer_norm_backward(_wide(ctx, g), x, weight, ctx.mean,
+                                                               ctx.rstd))
         _, nw, nb = ctx.needs_input_grad
         return dx, dw if nw else None, db if nb else None
 
@@ -95,17 +129,18 @@ class FusedAttention(Function):
     @staticmethod
     def forward(ctx, q, k, v, mask=None, is_causal=False, scale=1.0):
         name, mod = _provider(ctx)
+        q, k, v, mask = _widen(ctx, name, q, k, v, mask)
         check.attention(name, q, k, v, mask, scale)
         o, lse = mod.attention_forward(q, k, v, mask, is_causal, scale)  # lse (B, H, Tq)
         ctx.save_for_backward(q, k, v, o)
         ctx.lse, ctx.mask, ctx.is_causal, ctx.scale = lse, mask, is_causal, scale
-        return o
+        return _narrow(ctx, o)
 
     @staticmethod
     def backward(ctx, g):
         q, k, v, o = ctx.saved
-        dq, dk, dv = ctx.mod.attention_backward(q, k, v, o, ctx.lse, g, ctx.mask,
-                                                ctx.is_causal, ctx.scale)
+        dq, dk, dv = _narrow(ctx, *ctx.mod.attention_backward(q, k, v, o, ctx.lse, _wide(ctx, g),
+                                                              ctx.mask, ctx.is_causal, ctx.scale))
         return dq, dk, dv, None
 
 
@@ -116,17 +151,19 @@ class FusedCrossEntropy(Function):
     @staticmethod
     def forward(ctx, logits, targets, ignore_index=-100, label_smoothing=0.0):
         name, mod = _provider(ctx)
+        logits, = _widen(ctx, name, logits)
         check.cross_entropy(name, logits, targets, ignore_index, label_smoothing)
         loss, lse = mod.cross_entropy_forward(logits, targets, ignore_index, label_smoothing)
         ctx.save_for_backward(logits, targets)
         ctx.lse, ctx.ignore_index, ctx.label_smoothing = lse, ignore_index, label_smoothing
-        return loss
+        return _narrow(ctx, loss)
 
     @staticmethod
     def backward(ctx, g):
         logits, targets = ctx.saved
-        return (ctx.mod.cross_entropy_backward(logits, targets, ctx.lse, g, ctx.ignore_index,
-                                               ctx.label_smoothing), None)
+        return (_narrow(ctx, ctx.mod.cross_entropy_backward(logits, targets, ctx.lse, _wide(ctx, g),
+                                                            ctx.ignore_index, ctx.label_smoothing)),
+                None)
 
 
 class FusedPackedSelfAttention(Function):
@@ -152,26 +189,27 @@ class FusedPackedSelfAttention(Function):
         if qkv.ndim != 3 or qkv.shape[2] % (3 * n_head):
             raise ValueError(f"packed self-attention: qkv must be (B, T, 3 * C) with C divisible "
                              f"by n_head={n_head}, got shape {qkv.shape}")
+        qkv, = _widen(ctx, name, qkv)
         q, k, v = FusedPackedSelfAttention._heads(qkv, n_head)
         check.attention(name, q, k, v, None, scale)
         o, lse = mod.attention_forward(q, k, v, None, is_causal, scale)  # o (B, H, T, D)
         ctx.save_for_backward(qkv)
         ctx.o, ctx.lse, ctx.n_head, ctx.is_causal, ctx.scale = o, lse, n_head, is_causal, scale
         B, H, T, D = o.shape
-        return o.transpose(0, 2, 1, 3).reshape(B, T, H * D)             # (B, T, C)
+        return _narrow(ctx, o.transpose(0, 2, 1, 3).reshape(B, T, H * D))  # (B, T, C)
 
     @staticmethod
     def backward(ctx, g):
         qkv, = ctx.saved
         q, k, v = FusedPackedSelfAttention._heads(qkv, ctx.n_head)
         B, H, T, D = ctx.o.shape
-        do = g.reshape(B, T, H, D).transpose(0, 2, 1, 3)                 # (B, H, T, D)
+        do = _wide(ctx, g).reshape(B, T, H, D).transpose(0, 2, 1, 3)     # (B, H, T, D)
         grads = ctx.mod.attention_backward(q, k, v, ctx.o, ctx.lse, do, None, ctx.is_causal,
                                            ctx.scale)
         dqkv = xp_of(g).empty((B, T, 3, H, D), dtype=qkv.dtype)
         for i, d in enumerate(grads):
             dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
-        return (dqkv.reshape(qkv.shape),)
+        return (_narrow(ctx, dqkv.reshape(qkv.shape)),)
 
 
 def adamw_step(device_type, params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps,
