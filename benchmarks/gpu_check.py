@@ -400,7 +400,7 @@ def compile_only(arch):
     from triton.compiler import ASTSource
 
     from tensorlite.kernels import _launch as L
-    from tensorlite.kernels import adamw, attention, cross_entropy, gelu, layernorm, softmax
+    from tensorlite.kernels import adamw, attention, cross_entropy, gelu, layer_norm, softmax
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
                              "cuobjdump")
@@ -463,8 +463,8 @@ def compile_only(arch):
             softmax.log_softmax_forward(a)
             softmax.log_softmax_backward(y, a)
             w = np.zeros(a.shape[-1], dt)
-            _, mu, rs = layernorm.layer_norm_forward(a, w, w, 1e-5)
-            layernorm.layer_norm_backward(a, a, w, mu, rs)
+            _, mu, rs = layer_norm.layer_norm_forward(a, w, w, 1e-5)
+            layer_norm.layer_norm_backward(a, a, w, mu, rs)
         gelu.gelu_forward(x, "none")
         gelu.gelu_backward(x, x, "tanh")
         adamw.adamw_step([x], [x], [x], [x], lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,

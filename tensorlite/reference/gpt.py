@@ -72,13 +72,13 @@ def encoder_backward(dx, idx, wte_shape, wpe_shape):
 # the one NumPy layer norm, tensorlite/reference/layer_norm.py, in llm.c's calling style.
 # ---------------------------------------------------------------------------
 
-def layernorm_forward(x, w, b, eps=LN_EPS):
+def layer_norm_cached_forward(x, w, b, eps=LN_EPS):
     """The reference layer norm (layer_norm.py): out, and (x, mean, rstd) for the backward."""
     out, mean, rstd = layer_norm_forward(x, w, b, eps)
     return out, (x, mean, rstd)
 
 
-def layernorm_backward(dout, cache, w):
+def layer_norm_cached_backward(dout, cache, w):
     """Returns dx, dw, db; the formula and why it has two subtracted means: layer_norm.py."""
     x, mean, rstd = cache
     return layer_norm_backward(dout, x, w, mean, rstd)
@@ -316,17 +316,17 @@ def forward(params, idx, targets, config):
     for i in range(L):
         p = f"transformer.h.{i}."
         c = {"x_in": x}
-        c["ln1_out"], c["ln1"] = layernorm_forward(x, P[p + "ln_1.weight"], get(p + "ln_1.bias"))
+        c["ln1_out"], c["ln1"] = layer_norm_cached_forward(x, P[p + "ln_1.weight"], get(p + "ln_1.bias"))
         qkv = linear_forward(c["ln1_out"], P[p + "attn.c_attn.weight"], get(p + "attn.c_attn.bias"))
         c["att_y"], c["att"] = attention_forward(qkv, nh)
         x = x + linear_forward(c["att_y"], P[p + "attn.c_proj.weight"], get(p + "attn.c_proj.bias"))
         c["x_mid"] = x
-        c["ln2_out"], c["ln2"] = layernorm_forward(x, P[p + "ln_2.weight"], get(p + "ln_2.bias"))
+        c["ln2_out"], c["ln2"] = layer_norm_cached_forward(x, P[p + "ln_2.weight"], get(p + "ln_2.bias"))
         c["fc_out"] = linear_forward(c["ln2_out"], P[p + "mlp.c_fc.weight"], get(p + "mlp.c_fc.bias"))
         c["gelu_out"] = gelu_forward(c["fc_out"])
         x = x + linear_forward(c["gelu_out"], P[p + "mlp.c_proj.weight"], get(p + "mlp.c_proj.bias"))
         blocks.append(c)
-    lnf_out, lnf_cache = layernorm_forward(x, P["transformer.ln_f.weight"], get("transformer.ln_f.bias"))
+    lnf_out, lnf_cache = layer_norm_cached_forward(x, P["transformer.ln_f.weight"], get("transformer.ln_f.bias"))
     logits = lnf_out @ P["transformer.wte.weight"].T
 
     loss, ce_cache = None, None
@@ -359,7 +359,7 @@ def backward(params, cache, config):
     # contribution; the embedding lookup adds the second one below.
     dlnf_out = dlogits @ wte
     dwte_head = dlogits.reshape(-1, V).T @ cache["lnf_out"].reshape(-1, C)
-    dx, dw, db = layernorm_backward(dlnf_out, cache["lnf"], P["transformer.ln_f.weight"])
+    dx, dw, db = layer_norm_cached_backward(dlnf_out, cache["lnf"], P["transformer.ln_f.weight"])
     put("transformer.ln_f.weight", dw)
     put("transformer.ln_f.bias", db)
 
@@ -374,7 +374,7 @@ def backward(params, cache, config):
         dln2, dW, db = linear_backward(dfc, c["ln2_out"], P[p + "mlp.c_fc.weight"])
         put(p + "mlp.c_fc.weight", dW)
         put(p + "mlp.c_fc.bias", db)
-        dx_branch, dw, db = layernorm_backward(dln2, c["ln2"], P[p + "ln_2.weight"])
+        dx_branch, dw, db = layer_norm_cached_backward(dln2, c["ln2"], P[p + "ln_2.weight"])
         put(p + "ln_2.weight", dw)
         put(p + "ln_2.bias", db)
         dx = dx + dx_branch
@@ -386,7 +386,7 @@ def backward(params, cache, config):
         dln1, dW, db = linear_backward(dqkv, c["ln1_out"], P[p + "attn.c_attn.weight"])
         put(p + "attn.c_attn.weight", dW)
         put(p + "attn.c_attn.bias", db)
-        dx_branch, dw, db = layernorm_backward(dln1, c["ln1"], P[p + "ln_1.weight"])
+        dx_branch, dw, db = layer_norm_cached_backward(dln1, c["ln1"], P[p + "ln_1.weight"])
         put(p + "ln_1.weight", dw)
         put(p + "ln_1.bias", db)
         dx = dx + dx_branch
