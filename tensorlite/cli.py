@@ -13,6 +13,7 @@ from importlib import metadata
 import numpy as np
 
 from .backend.device import cuda_unavailable_reason
+from .distributed import launcher_info
 from .errors import UsageError
 from .generate import evaluate_file, generate_text, load_pretrained, load_run
 from .models.bert import encode_sentences
@@ -20,7 +21,9 @@ from .plots import DEFAULT_SMOOTH, plot_losses
 from .progress import MODES as PROGRESS_MODES, make_progress
 from .serialization import CheckpointError
 from .stats import plot_stats
+from .seq2seq_run import evaluate_run, is_seq2seq_config, run_is_seq2seq, translate
 from .train import LIMITS, PRESETS, TrainConfig, limit_text, resume_config, train
+from .train_config import TASKS
 from .viz import inspect_attention, inspect_model_attention
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
@@ -80,11 +83,13 @@ def _version():
 _RUN_DEFAULTS = {
     "task": "addition, when no --data", "preset": "tiny for tasks, baby for text",
     "n_layer": "from --preset", "n_head": "from --preset", "n_embd": "from --preset",
-    "block_size": "the task's length; 64 for text", "iters": "1000 for tasks, 2000 for text",
+    "block_size": "the task's length; 64 for text",
+    "iters": "1000 for tasks (1500 for seq2seq ones), 2000 for text",
     "batch_size": "64 for tasks, 12 for text", "lr": "3e-3 for tasks, 1e-3 for text",
     "kernels": "cpp on the CPU, triton on a GPU", "threads": "1 for preset tiny, else all cores",
     "data": "none: the built-in --task", "gpt2_dir": "none", "stop_at_accuracy": "none",
     "stop_after": "none: run to --iters", "init_from": "none: random weights",
+    "dist_backend": "nccl with --device cuda, else mpi",
 }
 
 # (flag, argparse keywords, help); the dest of each flag is the TrainConfig field it sets
@@ -101,7 +106,9 @@ _TRAIN_OPTIONS = [
     ("--block-size", dict(type=int, metavar="N"), "context length in tokens"),
     ("--dropout", dict(type=float, metavar="P"), "dropout probability"),
     ("--iters", dict(type=int, metavar="N"), "optimizer steps in the whole run"),
-    ("--batch-size", dict(type=int, metavar="N"), "sequences per step"),
+    ("--batch-size", dict(type=int, metavar="N"), "sequences per step (per micro-step)"),
+    ("--grad-accum", dict(type=int, metavar="N"), "micro-batches of --batch-size per optimizer "
+     "step, gradients accumulated"),
     ("--lr", dict(type=float), "peak learning rate (after warmup; cosine decay after it)"),
     ("--min-lr-ratio", dict(type=float, metavar="R"), "final learning rate as a share of --lr"),
     ("--warmup", dict(type=int, metavar="N"), "steps of linear learning-rate warmup"),
@@ -131,6 +138,9 @@ _TRAIN_OPTIONS = [
      "(older ones are deleted once a newer one is saved)"),
     ("--mfu", dict(action="store_true"),
      "show model FLOPs utilisation against this machine's measured matmul peak"),
+    ("--dist-backend", dict(choices=["mpi", "nccl"]), "under mpiexec -n N: how the ranks talk"),
+    ("--dist-timeout", dict(type=float, metavar="S"), "under mpiexec -n N: seconds a rank waits "
+     "for the others before the job is stopped"),
     ("--tensorboard", dict(action="store_true"), "also write loss, lr, gradient norm, tokens/s "
      "(and --log-stats) as TensorBoard events into OUT/tensorboard; needs tensorboardX"),
 ]
@@ -170,8 +180,9 @@ def _add_train(sub):
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="FILE",
                      help=_train_help("data", "a UTF-8 text file to train on", {}))
-    src.add_argument("--task", choices=["addition", "sort"],
-                     help=_train_help("task", "a built-in task", {}))
+    src.add_argument("--task", choices=list(TASKS),
+                     help=_train_help("task", "a built-in task (reverse, seq2seq-sort: an "
+                                      "encoder-decoder; --n-layer layers each side)", {}))
     for flag, kw, text in _TRAIN_OPTIONS:
         dest = flag[2:].replace("-", "_")
         if kw.get("type") in (int, float):
@@ -211,10 +222,14 @@ def _add_generate(sub):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute every step (no KV cache): slower, same samples")
+    p.add_argument("--beam", type=_typed(int, " (>= 1)"), default=1, metavar="N",
+                   help="a seq2seq run (--task reverse, seq2seq-sort): beam search with N "
+                   "beams, 1 = greedy; prints the output for --prompt as the source; >= 1")
 
 
 def _add_eval(sub):
-    p = sub.add_parser("eval", help="loss and perplexity of a trained run on a text file",
+    p = sub.add_parser("eval", help="loss and perplexity of a trained run on a text file "
+                       "(a seq2seq run: held-out exact match)",
                        description="Mean next-token loss and perplexity of a trained run over "
                        "non-overlapping blocks\nof a text file, on the run's own train/val split "
                        "of it. Prints one JSON line.", formatter_class=_HelpFormatter)
@@ -231,6 +246,9 @@ def _add_eval(sub):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     p.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
                    help="progress on stderr: auto = a bar on a terminal, else log lines")
+    p.add_argument("--beam", type=_typed(int, " (>= 1)"), default=1, metavar="N",
+                   help="a seq2seq run: also score held-out exact match with beam search of "
+                   "N beams (greedy always); >= 1")
 
 
 def _add_study(sub):
@@ -403,6 +421,9 @@ def cmd_train(a, parser):
             kw["extra"] = {"source": src + (f" + flags {flags}" if flags else "")}
         cfg = TrainConfig(**kw)
     res = train(cfg)
+    info = launcher_info()
+    if info is not None and info["rank"] != 0:  # under mpiexec rank 0 alone reports
+        return 0
     print(json.dumps({"out": cfg.out, **res}))
     if "accuracy" in res:
         print(f"held-out exact-match accuracy: {res['accuracy'] * 100:.2f}%")
@@ -422,6 +443,8 @@ def _check_sampling(a):
         raise UsageError(f"--top-p must be 0 < P <= 1, got {a.top_p}")
     if a.seed is not None and a.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {a.seed}")
+    if a.beam < 1:
+        raise UsageError(f"--beam must be >= 1, got {a.beam}")
 
 
 def cmd_generate(a, parser):
@@ -431,7 +454,12 @@ def cmd_generate(a, parser):
     if a.model is not None:
         model, tok = load_pretrained(a.model, a.device, kind="gpt2")
     else:
-        model, tok, _ = load_run(a.out, a.device)
+        model, tok, config = load_run(a.out, a.device)
+        if is_seq2seq_config(config):
+            print(translate(model, tok, a.prompt, a.max_new_tokens, a.beam, a.device))
+            return 0
+    if a.beam != 1:
+        raise UsageError("--beam is for the runs of a seq2seq task (reverse, seq2seq-sort)")
     # fail on unknown characters before printing anything
     tok.encode(a.prompt)
     if a.num_samples > 1:
@@ -459,7 +487,12 @@ def cmd_eval(a, parser):
         raise UsageError(f"--batch-size must be >= 1, got {a.batch_size}")
     if a.device == "cuda":
         _need_cuda()
+    if a.beam < 1:
+        raise UsageError(f"--beam must be >= 1, got {a.beam}")
     model, tok, config = load_run(a.out, a.device)
+    if is_seq2seq_config(config):
+        print(json.dumps(evaluate_run(model, config, a.beam, a.device)))
+        return 0
     data = a.data or config.get("train", {}).get("data")
     if not data:
         raise UsageError(f"eval: {a.out} was trained on a built-in task, not a file: pass --data")
@@ -483,6 +516,9 @@ def cmd_inspect(a, parser):
         print(inspect_model_attention(model, tok, a.prompt, a.png or "attention.png", a.device,
                                       title=f"attention of {a.model}"))
         return 0
+    if run_is_seq2seq(a.out):
+        raise UsageError(f"inspect attention: {a.out} holds a seq2seq run; this draws a GPT's "
+                         "self-attention")
     print(inspect_attention(a.out, a.prompt, a.png, a.device))
     return 0
 

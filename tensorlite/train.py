@@ -13,9 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import textwrap
-import threading
 import time
 
 import numpy as np
@@ -29,6 +26,7 @@ from .backend.registry import provider_name, set_kernels
 from .checkpoint import latest_checkpoint  # noqa: F401  (part of this module's API)
 from .data.tasks import AdditionTask, SortTask
 from .data.text import DataError, TokenFile, _read_utf8
+from .distributed import DistributedDataParallel
 from .errors import UsageError
 from .factories import tensor
 from .finetune import load_init_weights, prepare_init_from
@@ -39,13 +37,17 @@ from .optim.lr_scheduler import warmup_cosine
 from .plots import plot_losses
 from .progress import make_progress
 from .random import get_rng_state, manual_seed, set_rng_state
-from .serialization import TEMP_PREFIX, CheckpointError, atomic_write_bytes
+from .seq2seq_run import Seq2SeqTaskData, is_seq2seq_task, run_is_seq2seq
+from .serialization import CheckpointError, atomic_write_bytes
 from .stats import TrainingStats
 from .summary import MFUMeter
 from .tokenizers import BPETokenizer, CharTokenizer, load_gpt2_tokenizer, load_tokenizer
+from .train_loop import (NO_LOCK, TENSORBOARD_DIR, Dist, Signals, check_writable,  # noqa: F401
+                         my_rows, open_tensorboard, start_distributed, tensorboard_step,
+                         tensorboard_writer_class)
 from .train_config import (LIMITS, PRESETS, TrainConfig, check_fields, check_resume,  # noqa: F401
-                           data_fingerprint, fill_from_run, limit_text, resume_config,
-                           saved_form, saved_train_config)
+                           data_fingerprint, describe_config, fill_from_run, limit_text,
+                           resume_config, saved_form, saved_train_config)
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -61,6 +63,9 @@ class TaskData:
 
     def batch(self, split, batch_size, block_size, rng):
         return self.task.get_batch(batch_size, rng)
+
+    def accuracy(self, model, device):
+        return task_accuracy(model, self.task, device)
 
 
 class TextData:
@@ -89,24 +94,9 @@ def build_tokenizer(cfg):
     return BPETokenizer.train(text, cfg.vocab_size)
 
 
-def _check_writable(out_dir):
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create output folder {out_dir}: {e.strerror}") from None
-    probe = os.path.join(out_dir, f"{TEMP_PREFIX}write-test.{os.getpid()}")
-    try:
-        with ckpt.open_log(probe, truncate=True):
-            pass
-        os.unlink(probe)
-    except (OSError, UsageError) as e:
-        raise UsageError(f"output folder {out_dir} is not writable: "
-                         f"{getattr(e, 'strerror', None) or e}") from None
-
-
 # ---- one step ----------------------------------------------------------------------------
 
-def train_step(model, optimizer, x, y, grad_clip=None, stats=None):
+def train_step(model, optimizer, x, y, grad_clip=None, stats=None, grad_accum=1):
     """One optimisation step on the batch (x, y): forward, zero_grad, backward, gradient
     clipping, optimizer step.
 
@@ -116,18 +106,48 @@ def train_step(model, optimizer, x, y, grad_clip=None, stats=None):
     gradients and snapshot() the weights just before the update. The learning rate is
     whatever optimizer.param_groups hold.
 
+    grad_accum N > 1: x and y hold N micro-batches of len(x) // N rows, one after the other;
+    each is a forward and a backward of its loss / N, the gradients add up, then one update.
+    The loss is then the mean over the micro-batches, which is the batch's mean loss when
+    every row has as many target tokens. A DistributedDataParallel model all-reduces only
+    after the last micro-batch (the others run under its no_sync()).
+
     Returns (loss as a float, the gradient norm before clipping or None without clipping).
     """
-    _, loss = model(x, y)
-    optimizer.zero_grad()
-    loss.backward()
+    if grad_accum == 1:
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        loss = loss.item()
+    else:
+        loss = _accumulate(model, optimizer, x, y, grad_accum)
+    if hasattr(model, "finish_gradient_sync"):
+        model.finish_gradient_sync()  # a no-op unless some parameter got no gradient
     if stats is not None:
         stats.grads()
     norm = clip_grad_norm_(list(model.parameters()), grad_clip) if grad_clip else None
     if stats is not None:
         stats.snapshot()
     optimizer.step()
-    return loss.item(), norm
+    return loss, norm
+
+
+def _accumulate(model, optimizer, x, y, n):
+    if len(x) % n:
+        raise ValueError(f"train_step: {len(x)} rows do not split into {n} micro-batches")
+    b = len(x) // n
+    optimizer.zero_grad()
+    total = 0.0
+    for k in range(n):
+        last = k == n - 1
+        # a DDP model syncs once, on the last backward; the others only accumulate
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") \
+            else model.no_sync()
+        with sync:
+            _, loss = model(x[k * b:(k + 1) * b], y[k * b:(k + 1) * b])
+            (loss / n).backward()
+        total += loss.item()
+    return total / n
 
 
 # ---- a run -------------------------------------------------------------------------------
@@ -139,13 +159,28 @@ def train(cfg, log=print):
     given = cfg
     check_fields(cfg)  # before the run folder is even looked at
     cfg = fill_from_run(cfg).resolved()
+    dist = start_distributed(cfg)  # under `mpiexec -n N`: this rank of N
+    try:
+        return _train(cfg, given, dist, log if dist.writer else (lambda *a, **kw: None))
+    finally:
+        dist.close()
+
+
+def _train(cfg, given, dist, log):
     init_tokenizer, saved = _check_inputs(cfg, given)
+    if saved is not None and saved.get("world_size", 1) != dist.world:
+        raise UsageError(f"--resume: {cfg.out} was trained by {saved.get('world_size', 1)} "
+                         f"process(es), this is {dist.world}: resume it with as many "
+                         "(mpiexec -n N), which keep its batches")
     if cfg.kernels:
         set_kernels(cfg.kernels)
     if cfg.threads:
         set_num_threads(cfg.threads)
     manual_seed(cfg.seed)
-    run = _setup_run(cfg, init_tokenizer, saved, log)
+    run = _setup_run(cfg, init_tokenizer, saved, log, dist)
+    if dist.world > 1:
+        log(f"distributed: {dist.world} processes x batch {cfg.batch_size} x accum "
+            f"{cfg.grad_accum} = {cfg.batch_size * cfg.grad_accum * dist.world} rows per step")
     try:
         interrupted = _loop(run, log)
     finally:
@@ -153,7 +188,8 @@ def train(cfg, log=print):
     if run.torn:
         log("stopped at once by a second interrupt: not saved; --resume continues from the "
             "newest checkpoint")
-    plot_losses(cfg.out)
+    if dist.writer:
+        plot_losses(cfg.out)
     final = {"step": run.step, "interrupted": interrupted}
     final.update({k: v for k, v in run.last.items() if k in ("loss", "val_loss", "train_loss", "accuracy")})
     if run.history:
@@ -177,6 +213,7 @@ class _Run:
         self.pending = None  # {"rec", "eval"}: a completed step whose record is not logged yet
         self.torn = False   # a second interrupt stopped a step halfway: nothing to save
         self.logf = self.lock = None
+        self.dist, self.net = Dist(), model  # net: what the training forward runs (DDP or model)
         self.mark()
 
     def mark(self):
@@ -192,11 +229,13 @@ class _Run:
         return s
 
     def save(self):
-        if self.logf is not None:  # a checkpoint never gets ahead of its log on disk
-            self.logf.flush()
-            os.fsync(self.logf.fileno())
-        ckpt.save_checkpoint(self.cfg.out, self.model, self.opt, self.state(),
-                             keep_last=self.cfg.keep_last)
+        if self.dist.writer:
+            if self.logf is not None:  # a checkpoint never gets ahead of its log on disk
+                self.logf.flush()
+                os.fsync(self.logf.fileno())
+            ckpt.save_checkpoint(self.cfg.out, self.model, self.opt, self.state(),
+                                 keep_last=self.cfg.keep_last)
+        self.dist.barrier()  # no rank steps on while a resume could find a half-written folder
 
     def restore(self, folder):
         state = ckpt.load_checkpoint(folder, self.model, self.opt)
@@ -225,7 +264,7 @@ class _Run:
                     losses.append(loss.item())
                 res[f"{split}_loss"] = float(np.mean(losses))
             if cfg.data is None:
-                res["accuracy"] = task_accuracy(model, self.data.task, cfg.device)
+                res["accuracy"] = self.data.accuracy(model, cfg.device)
         model.train()
         return res
 
@@ -243,6 +282,9 @@ def _check_inputs(cfg, given):
         hint = " (the file the run was trained on: pass --data with its new place)" \
             if cfg.resume and given.data is None else ""
         raise UsageError(f"data file {cfg.data} does not exist{hint}")
+    if cfg.init_from and run_is_seq2seq(cfg.init_from):
+        raise UsageError(f"--init-from: {cfg.init_from} holds a seq2seq run; fine-tuning "
+                         "continues a GPT")
     init_tokenizer = prepare_init_from(cfg, given) if cfg.init_from else None
     if os.path.lexists(out) and not os.path.isdir(out):
         raise UsageError(f"cannot create output folder {out}: it is a file")
@@ -262,13 +304,13 @@ def _check_inputs(cfg, given):
     return init_tokenizer, saved
 
 
-def _setup_run(cfg, init_tokenizer, saved, log):
+def _setup_run(cfg, init_tokenizer, saved, log, dist):
     """Tokenizer, model and optimizer (restored from the newest checkpoint on --resume),
     all before the first write; then the run folder: a fresh run writes its tokenizer, an
     empty log and, last, its config, the mark of a run that exists."""
     out = cfg.out
     if cfg.data is None:
-        data = TaskData(cfg)
+        data = Seq2SeqTaskData(cfg) if is_seq2seq_task(cfg.task) else TaskData(cfg)
         cfg.block_size, tokenizer = data.block_size, data.tokenizer
     else:
         data = None
@@ -276,10 +318,15 @@ def _setup_run(cfg, init_tokenizer, saved, log):
             cfg.block_size = 64
         tokenizer = load_tokenizer(os.path.join(out, ckpt.TOKENIZER)) if cfg.resume \
             else init_tokenizer or build_tokenizer(cfg)
-    mcfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size,
-                     n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                     dropout=cfg.dropout, bias=cfg.bias)
-    model = GPT(mcfg).to(cfg.device)
+    if hasattr(data, "build_model"):  # an encoder-decoder task
+        model, model_dict = data.build_model(cfg)
+        layers = f"{cfg.n_layer}+{cfg.n_layer} encoder+decoder"
+    else:
+        mcfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size,
+                         n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                         dropout=cfg.dropout, bias=cfg.bias)
+        model, model_dict, layers = GPT(mcfg), mcfg.to_dict(), str(cfg.n_layer)
+    model = model.to(cfg.device)
     if cfg.init_from and not cfg.resume:
         load_init_weights(model, cfg.init_from)
         log(f"initialised from {cfg.init_from} (weights only; a fresh optimizer)")
@@ -289,31 +336,51 @@ def _setup_run(cfg, init_tokenizer, saved, log):
                  {"params": no_decay, "weight_decay": 0.0}],
                 lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     run = _Run(cfg, data, model, opt)
+    run.dist = dist
     folder = latest_checkpoint(out) if cfg.resume else None
     if folder is not None:
         run.restore(folder)
     if run.step > cfg.iters:
         raise UsageError(f"--iters {cfg.iters} is below step {run.step}, where {out} stands; "
                          f"pass --iters {run.step} or more")
-    # ---- the first write ----
-    existed = set(os.listdir(out)) if os.path.isdir(out) else None
-    _check_writable(out)
-    run.lock = ckpt.lock_run(out)
-    try:
-        _write_run_folder(run, tokenizer, mcfg, saved, folder, log)
-    except BaseException as e:
-        run.lock.close()
-        if isinstance(e, (DataError, UsageError)) and not cfg.resume:
-            _undo_new_run(out, existed)
-        raise
+    dist.barrier()  # every rank has read the run folder before rank 0 writes to it
+    err, run.lock = None, NO_LOCK
+    if dist.writer:
+        try:
+            _first_write(run, tokenizer, model_dict, saved, folder, log)
+        except BaseException as e:
+            err = e
+    if dist.any(err is not None):  # the other ranks stop too, rather than wait for rank 0
+        raise err if err is not None else UsageError(f"rank 0 could not write {out}")
+    if run.data is None:  # the ranks but 0: the token cache is there now
+        run.data = TextData(cfg, tokenizer, out)
+    if dist.world > 1:
+        run.net = DistributedDataParallel(model)
+        if folder is None:  # different dropout masks on every rank; the weights are rank 0's
+            manual_seed(cfg.seed + dist.rank)
     log(describe_config(cfg))
-    log(f"model: {model.num_parameters():,} parameters ({cfg.n_layer} layers, {cfg.n_head} heads, "
-        f"{cfg.n_embd} dims, block {cfg.block_size}, vocab {mcfg.vocab_size}); kernels: "
+    log(f"model: {model.num_parameters():,} parameters ({layers} layers, {cfg.n_head} heads, "
+        f"{cfg.n_embd} dims, block {cfg.block_size}, vocab {tokenizer.vocab_size}); kernels: "
         f"{_provider_name(cfg.device)}")
     return run
 
 
-def _write_run_folder(run, tokenizer, mcfg, saved, folder, log):
+def _first_write(run, tokenizer, model_dict, saved, folder, log):
+    out = run.cfg.out
+    existed = set(os.listdir(out)) if os.path.isdir(out) else None
+    check_writable(out)
+    run.lock = ckpt.lock_run(out)
+    try:
+        _write_run_folder(run, tokenizer, model_dict, saved, folder, log)
+    except BaseException as e:
+        run.lock.close()
+        run.lock = NO_LOCK
+        if isinstance(e, (DataError, UsageError)) and not run.cfg.resume:
+            _undo_new_run(out, existed)
+        raise
+
+
+def _write_run_folder(run, tokenizer, model_dict, saved, folder, log):
     cfg, out = run.cfg, run.cfg.out
     removed = ckpt.clean_stale(out)
     if removed:
@@ -331,8 +398,9 @@ def _write_run_folder(run, tokenizer, mcfg, saved, folder, log):
     atomic_write_bytes(os.path.join(out, ckpt.TOKENIZER),
                        [json.dumps(tokenizer.to_dict()).encode(), b"\n"])
     ckpt.open_log(log_path, truncate=True).close()
+    world = {"world_size": run.dist.world} if run.dist.world > 1 else {}  # resumed by as many
     ckpt.write_json(os.path.join(out, ckpt.CONFIG),
-                    {"model": mcfg.to_dict(), "train": saved_form(cfg), **data_hash, **source})
+                    {"model": model_dict, "train": saved_form(cfg), **data_hash, **source, **world})
 
 
 def _undo_new_run(out, existed):
@@ -357,82 +425,26 @@ def _update_config(cfg, saved):
         ckpt.write_json(os.path.join(cfg.out, ckpt.CONFIG), new)
 
 
-# the fields worth a line at the start of a run, in reading order
-_SHOWN = ("data", "task", "task_digits", "tokenizer", "preset", "n_layer", "n_head", "n_embd",
-          "block_size", "dropout", "iters", "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay",
-          "grad_clip", "eval_every", "eval_iters", "save_every", "seed", "device", "kernels",
-          "threads", "init_from", "log_stats", "tensorboard", "out")
-
-
-def describe_config(cfg):
-    """The effective config, key=value, wrapped into a compact block."""
-    skip = ("data", "tokenizer") if cfg.data is None else ("task", "task_digits")
-    items = [f"{k}={getattr(cfg, k)}" for k in _SHOWN
-             if k not in skip and getattr(cfg, k) not in (None, False)]
-    if cfg.extra.get("source"):
-        items.append(f"(from {cfg.extra['source']})")
-    return textwrap.fill(" ".join(items), width=100, initial_indent="config: ",
-                         subsequent_indent="        ", break_on_hyphens=False,
-                         break_long_words=False)
-
-
 # ---- the loop ----------------------------------------------------------------------------
-
-class _Signals:
-    """SIGINT and SIGTERM during the loop. Inside a step (atomic()) the first one is held
-    until the step is complete, so that what gets saved is never a half-applied update; a
-    second one stops at once and marks the run torn (not saved)."""
-
-    def __init__(self, run):
-        self.run, self.deferring, self.caught, self.prev = run, False, None, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.prev[sig] = signal.getsignal(sig)
-                if self.prev[sig] is not signal.SIG_IGN:
-                    signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, h in self.prev.items():
-            signal.signal(sig, h)
-
-    def _handle(self, signum, frame):
-        if self.deferring and self.caught is None:
-            self.caught = signum
-            return
-        if self.deferring:
-            self.run.torn = True
-        raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def atomic(self):
-        self.deferring = True
-        try:
-            yield
-        finally:
-            self.deferring = False
-        if self.caught is not None:
-            self.caught = None
-            raise KeyboardInterrupt
-
 
 def _loop(run, log):
     """Steps until cfg.iters or a stop condition, then the final save; returns whether an
     interrupt (Ctrl-C or SIGTERM) ended them."""
     cfg = run.cfg
-    with ckpt.open_log(os.path.join(cfg.out, ckpt.LOG)) as logf:
+    writer = run.dist.writer  # the other ranks of a distributed run write nothing
+    logf = ckpt.open_log(os.path.join(cfg.out, ckpt.LOG)) if writer else open(os.devnull, "w")
+    with logf:
         run.logf = logf
         stats = TrainingStats(run.model, cfg.stats_every) if cfg.log_stats else None
         mfu = MFUMeter(run.model, _tokens_per_step(cfg), cfg.block_size, cfg.device) if cfg.mfu else None
         if mfu:
             log(f"measured peak matmul throughput: {mfu.peak / 1e9:,.1f} GFLOP/s")
-        bar = make_progress(cfg.progress, total=cfg.iters, initial=run.start, say=log)
-        tb = _open_tensorboard(cfg, run.start) if cfg.tensorboard else None
+        bar = make_progress(cfg.progress if writer else "none", total=cfg.iters, initial=run.start,
+                            say=log)
+        tb = open_tensorboard(cfg, run.start) if cfg.tensorboard and writer else None
         out = (logf, bar, tb)
         try:
-            with _Signals(run) as sigs:
+            with Signals(run, run.dist.any if run.dist.world > 1 else None) as sigs:
                 run.model.train()
                 interrupted = False
                 try:
@@ -469,15 +481,16 @@ def _steps(run, sigs, out, stats, mfu, log):
             lr = cfg.lr * warmup_cosine(run.step, cfg.warmup, cfg.iters, cfg.min_lr_ratio)
             for g in run.opt.param_groups:
                 g["lr"] = lr
-            x, y = run.data.batch("train", cfg.batch_size, cfg.block_size, run.rng)
+            x, y = _train_batch(run)
             tracking = stats is not None and stats.begin(run.step + 1)
-            loss, norm = train_step(run.model, run.opt, tensor(x, device=cfg.device),
+            loss, norm = train_step(run.net, run.opt, tensor(x, device=cfg.device),
                                     tensor(y, device=cfg.device), cfg.grad_clip,
-                                    stats=stats if tracking else None)
+                                    stats=stats if tracking else None, grad_accum=cfg.grad_accum)
+            loss = run.dist.mean(loss)  # the mean over every rank's rows
             run.step += 1
             dt = time.perf_counter() - t0
-            rec = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": norm,
-                   "tokens_per_s": _tokens_per_step(cfg) / dt if dt > 0 else None}
+            rec = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens_per_s":
+                   _tokens_per_step(cfg) * run.dist.world / dt if dt > 0 else None}
             if mfu:
                 rec["mfu"] = mfu(dt)
             if tracking:
@@ -485,6 +498,7 @@ def _steps(run, sigs, out, stats, mfu, log):
             due = run.step % cfg.eval_every == 0 or run.step == cfg.iters
             run.pending = {"rec": rec, "eval": due}
             run.mark()
+        sigs.poll()  # a distributed run: every rank stops after the same step
         _finish_eval(run, out[1].write)
         _finish_step(run, out, sigs)
         t0 = time.perf_counter()  # the evaluation's and the log's time is no step's
@@ -493,6 +507,18 @@ def _steps(run, sigs, out, stats, mfu, log):
                 run.save()
         if _should_stop(run, run.last, log):
             break
+
+
+def _train_batch(run):
+    cfg, world, rank = run.cfg, run.dist.world, run.dist.rank
+    if cfg.grad_accum == 1 and world == 1:  # the draw of runs from before --grad-accum
+        return run.data.batch("train", cfg.batch_size, cfg.block_size, run.rng)
+    # one global batch on every rank, so that batch B x accum A x N ranks trains on what
+    # batch B*A*N does alone; each rank keeps its share (docs/DISTRIBUTED.md)
+    x, y = run.data.batch("train", cfg.batch_size * cfg.grad_accum * world, cfg.block_size,
+                          run.rng)
+    return my_rows(x, cfg.batch_size, cfg.grad_accum, rank), \
+        my_rows(y, cfg.batch_size, cfg.grad_accum, rank)
 
 
 def _finish_eval(run, say):
@@ -516,47 +542,11 @@ def _finish_step(run, out, sigs):
         logf.write(json.dumps(rec) + "\n")
         logf.flush()
         if tb is not None:
-            _tensorboard_step(tb, rec)
+            tensorboard_step(tb, rec)
         run.pending, run.last = None, rec
         run.mark()
     bar.update(rec["step"], loss=rec["loss"], lr=rec["lr"], tok_s=rec["tokens_per_s"],
                **({"mfu": rec["mfu"]} if "mfu" in rec else {}))
-
-
-# ---- TensorBoard (--tensorboard) -----------------------------------------------------------
-
-TENSORBOARD_DIR = "tensorboard"
-
-
-def tensorboard_writer_class():
-    """tensorboardX's SummaryWriter, or a UsageError saying how to install it."""
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError:
-        raise UsageError("--tensorboard needs the tensorboardX package: pip install tensorboardX "
-                         "(or pip install -e \".[tensorboard]\")") from None
-    return SummaryWriter
-
-
-def _open_tensorboard(cfg, start):
-    # purge_step: on --resume, the events logged after the checkpoint are dropped, as the
-    # log.jsonl lines are, so the curves show each step once
-    return tensorboard_writer_class()(os.path.join(cfg.out, TENSORBOARD_DIR),
-                                      purge_step=start if cfg.resume else None, flush_secs=10)
-
-
-def _tensorboard_step(tb, rec):
-    step = rec["step"]
-    for key, tag in (("loss", "train/loss"), ("lr", "train/lr"), ("grad_norm", "train/grad_norm"),
-                     ("tokens_per_s", "train/tokens_per_s"), ("mfu", "train/mfu"),
-                     ("train_loss", "eval/train_loss"), ("val_loss", "eval/val_loss"),
-                     ("accuracy", "eval/accuracy")):
-        if rec.get(key) is not None:
-            tb.add_scalar(tag, float(rec[key]), step)
-    for group, vals in (rec.get("stats") or {}).items():
-        for key, v in vals.items():
-            if v is not None:
-                tb.add_scalar(f"stats/{key}/{group}", float(v), step)
 
 
 def _should_stop(run, rec, log):
@@ -568,7 +558,7 @@ def _should_stop(run, rec, log):
 
 
 def _tokens_per_step(cfg):
-    return cfg.batch_size * cfg.block_size
+    return cfg.batch_size * cfg.grad_accum * cfg.block_size
 
 
 def task_accuracy(model, task, device, n=None):

@@ -14,12 +14,15 @@ import dataclasses
 import math
 import numbers
 import os
+import textwrap
 from dataclasses import dataclass, field
 
 from . import checkpoint as ckpt
 from .data.text import _file_sha256
 from .errors import UsageError
 from .progress import MODES as PROGRESS_MODES
+from .seq2seq_run import check_config as check_seq2seq_config
+from .seq2seq_run import is_seq2seq_task
 
 PRESETS = {
     # the built-in tasks: small enough to learn addition in a minute or two on 2 cores
@@ -46,11 +49,15 @@ LIMITS = {
     "weight_decay": (0, None, True, True), "grad_clip": (0, None, True, True),
     "min_lr_ratio": (0, 1, True, True), "stop_at_accuracy": (0, 1, True, True),
     "beta1": (0, 1, True, False), "beta2": (0, 1, True, False),
+    "grad_accum": (1, None, True, True), "dist_timeout": (0, None, False, True),
 }
 
-CHOICES = {"task": ("addition", "sort"), "tokenizer": ("char", "bpe", "gpt2"),
+# reverse and seq2seq-sort train an encoder-decoder (seq2seq_run.py), the others a GPT
+TASKS = ("addition", "sort", "reverse", "seq2seq-sort")
+CHOICES = {"task": TASKS, "tokenizer": ("char", "bpe", "gpt2"),
            "preset": tuple(PRESETS), "device": ("cpu", "cuda"),
-           "kernels": ("numpy", "cpp", "triton"), "progress": PROGRESS_MODES}
+           "kernels": ("numpy", "cpp", "triton"), "progress": PROGRESS_MODES,
+           "dist_backend": ("mpi", "nccl")}
 _PATHS = ("data", "gpt2_dir", "init_from")  # kept absolute: a run resumes from anywhere
 
 # what a resumed run cannot change: the model it holds, how its data is tokenized, and the
@@ -63,7 +70,7 @@ IDENTITY = ("task", "task_digits", "tokenizer", "vocab_size", "preset", "n_layer
 _FROM_RUN = ("iters", "batch_size", "lr", "kernels", "threads", "block_size", "preset",
              "n_layer", "n_head", "n_embd")
 # not part of a run's saved config: how this invocation shows progress and when it stops
-_NOT_SAVED = ("progress", "extra", "stop_after")
+_NOT_SAVED = ("progress", "extra", "stop_after", "dist_backend", "dist_timeout")
 
 
 def limit_text(name):
@@ -82,7 +89,7 @@ def _in_limits(name, v):
 @dataclass
 class TrainConfig:
     data: str = None            # a text file; None trains on the built-in `task`
-    task: str = "addition"      # addition | sort
+    task: str = "addition"      # addition | sort (a GPT), reverse | seq2seq-sort (encoder-decoder)
     tokenizer: str = "char"     # char | bpe | gpt2 (for --data)
     vocab_size: int = 512       # target vocabulary of a trained bpe tokenizer
     gpt2_dir: str = None        # folder with encoder.json + vocab.bpe for --tokenizer gpt2
@@ -96,7 +103,8 @@ class TrainConfig:
     device: str = "cpu"
     kernels: str = None         # numpy | cpp | triton (None: the device's default)
     iters: int = None           # default: 1000 for tasks, 2000 for text
-    batch_size: int = None      # default: 64 for tasks, 12 for text
+    batch_size: int = None      # default: 64 for tasks, 12 for text; per micro-step
+    grad_accum: int = 1         # micro-batches of batch_size per optimizer step
     lr: float = None            # peak lr; default 3e-3 for tasks, 1e-3 for text
     min_lr_ratio: float = 0.1
     warmup: int = 100
@@ -121,6 +129,8 @@ class TrainConfig:
     stats_every: int = 10       # ... every this many steps
     mfu: bool = False           # model FLOPs utilisation against this machine's measured peak
     tensorboard: bool = False   # also write TensorBoard events into OUT/tensorboard
+    dist_backend: str = None    # under mpiexec: mpi | nccl (None: nccl on cuda, else mpi)
+    dist_timeout: float = 1800.0  # under mpiexec: seconds a collective waits for the others
     extra: dict = field(default_factory=dict)
 
     def resolved(self):
@@ -135,8 +145,9 @@ class TrainConfig:
         for k, v in PRESETS[c.preset].items():
             if getattr(c, k) is None:
                 setattr(c, k, v)
+        seq2seq = is_task and is_seq2seq_task(c.task)
         if c.iters is None:
-            c.iters = 1000 if is_task else 2000
+            c.iters = (1500 if seq2seq else 1000) if is_task else 2000
         if c.threads is None and c.preset == "tiny":
             # a tiny model's matmuls and kernels take tens of microseconds: a second thread
             # costs more to wake than it saves (and much more on a shared machine)
@@ -147,6 +158,8 @@ class TrainConfig:
             c.lr = 3e-3 if is_task else 1e-3
         if c.n_embd % c.n_head:
             raise UsageError(f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head})")
+        if seq2seq:
+            check_seq2seq_config(c)
         return c
 
 
@@ -270,3 +283,25 @@ def check_resume(cfg, saved):
 def saved_form(cfg):
     """cfg as config.json's "train" object."""
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SAVED}
+
+
+# the fields worth a line at the start of a run, in reading order
+_SHOWN = ("data", "task", "task_digits", "tokenizer", "preset", "n_layer", "n_head", "n_embd",
+          "block_size", "dropout", "iters", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup", "weight_decay",
+          "grad_clip", "eval_every", "eval_iters", "save_every", "seed", "device", "kernels",
+          "threads", "init_from", "log_stats", "tensorboard", "out")
+
+
+def describe_config(cfg):
+    """The effective config, key=value, wrapped into a compact block."""
+    skip = ("data", "tokenizer") if cfg.data is None else ("task", "task_digits")
+    if cfg.data is None and is_seq2seq_task(cfg.task):
+        skip += ("task_digits",)
+    items = [f"{k}={getattr(cfg, k)}" for k in _SHOWN
+             if k not in skip and getattr(cfg, k) not in (None, False)
+             and not (k == "grad_accum" and cfg.grad_accum == 1)]
+    if cfg.extra.get("source"):
+        items.append(f"(from {cfg.extra['source']})")
+    return textwrap.fill(" ".join(items), width=100, initial_indent="config: ",
+                         subsequent_indent="        ", break_on_hyphens=False,
+                         break_long_words=False)
