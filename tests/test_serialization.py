@@ -76,3 +76,28 @@ def test_damaged_files_raise_naming_the_file(tmp_path, damage):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         load_file(str(tmp_path / "nope.safetensors"))
+
+
+def test_flat_dicts_keep_the_plain_layout_and_interoperate(tmp_path):
+    # tl.save of {str: tensor} writes exactly what save_file writes (no structure
+    # metadata), so the safetensors package reads it, and tl.load reads its files
+    ours, plain = str(tmp_path / "ours.safetensors"), str(tmp_path / "plain.safetensors")
+    tl.save({k: tl.tensor(v) for k, v in ARRAYS.items() if k != "h"} | {"h": ARRAYS["h"]}, ours)
+    save_file(ARRAYS, plain)
+    assert open(ours, "rb").read() == open(plain, "rb").read()
+    back = tl.load(plain)
+    assert list(back) == sorted(ARRAYS) and all(isinstance(t, tl.Tensor) for t in back.values())
+    st = pytest.importorskip("safetensors.numpy", reason="the safetensors package is optional")
+    for k, v in st.load_file(ours).items():
+        np.testing.assert_array_equal(v, ARRAYS[k])
+    theirs = str(tmp_path / "theirs.safetensors")
+    st.save_file(ARRAYS, theirs, metadata={"format": "np"})
+    for k, t in tl.load(theirs).items():
+        np.testing.assert_array_equal(t.numpy(), ARRAYS[k])
+
+
+def test_nested_files_are_valid_safetensors_for_the_package(tmp_path):
+    st = pytest.importorskip("safetensors.numpy", reason="the safetensors package is optional")
+    p = str(tmp_path / "ckpt.pt")
+    tl.save({"model": {"w": tl.ones(2)}, "iter_num": 5}, p)
+    assert list(st.load_file(p)) == ["model/w"]

@@ -379,8 +379,6 @@ def test_bfloat16_and_autocast_names_resolve():
     assert dtype == "float16"
 
 
-@pytest.mark.xfail(reason="nested torch.save/torch.load (dicts of state dicts and numbers) is being "
-                          "built in serialization.py by someone else", strict=False)
 def test_checkpoint_save_and_load_nested(run, tmp_path):
     model, optimizer = run["model"], run["optimizer"]
     checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
