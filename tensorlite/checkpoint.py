@@ -1,7 +1,9 @@
 """A training run's folder, and checkpoints that survive kill -9 at any moment.
 
     OUT/config.json              model and training configuration (+ the data file's sha256)
-    OUT/tokenizer.json           the tokenizer
+    OUT/tensorlite_tokenizer.json  the tokenizer, in tensorlite's own JSON (not Hugging Face's
+                                 tokenizer.json format, hence not that name; runs written
+                                 before this name, with OUT/tokenizer.json, still load)
     OUT/log.jsonl, OUT/loss.png  the training log and its plot
     OUT/checkpoints/step-000120/ one checkpoint, a unit:
         model.safetensors        model weights (nanoGPT key names)
@@ -34,7 +36,9 @@ from .serialization import (TEMP_PREFIX, CheckpointError, atomic_write_bytes, fs
                             load_file, save_file, write_file)
 
 MODEL, OPTIM, STATE, CONFIG, TOKENIZER = ("model.safetensors", "optimizer.safetensors",
-                                          "trainer_state.json", "config.json", "tokenizer.json")
+                                          "trainer_state.json", "config.json",
+                                          "tensorlite_tokenizer.json")
+OLD_TOKENIZER = "tokenizer.json"  # what runs wrote before; Hugging Face's name for its format
 LOG, CHECKPOINTS, LATEST, LOCK = "log.jsonl", "checkpoints", "latest", ".lock"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 # what earlier versions (tempfile.mkstemp: 8 random characters) and data/text.py's token
@@ -43,9 +47,17 @@ _LEGACY_TEMP = re.compile(r"^\.(model\.safetensors|optimizer\.safetensors|traine
                           r"config\.json|tokenizer\.json|log\.jsonl)\.[a-z0-9_]{8}\.tmp$"
                           r"|^.+\.[0-9a-f]{16}\.tokens\.npy[a-z0-9_]{8}\.tmp$")
 # the files and folders a run creates or truncates in OUT: none may be a symlink
-RUN_NAMES = (CONFIG, TOKENIZER, LOG, "loss.png", "stats.png", CHECKPOINTS, "tensorboard", LOCK,
+RUN_NAMES = (CONFIG, TOKENIZER, OLD_TOKENIZER, LOG, "loss.png", "stats.png", CHECKPOINTS, "tensorboard", LOCK,
              MODEL, OPTIM, STATE)
 PAUSE_ENV = "TENSORLITE_TEST_PAUSE_IN_SAVE"
+
+
+def tokenizer_file(out):
+    """The run's tokenizer file: OUT/tensorlite_tokenizer.json, or an older run's
+    OUT/tokenizer.json."""
+    path = os.path.join(out, TOKENIZER)
+    old = os.path.join(out, OLD_TOKENIZER)
+    return old if not os.path.isfile(path) and os.path.isfile(old) else path
 
 
 def _test_pause():

@@ -22,9 +22,10 @@ def prepare_init_from(cfg, given):
     src = cfg.init_from
     if cfg.data is None:
         raise UsageError("--init-from needs --data: the text file to fine-tune on")
-    for name in (ckpt.CONFIG, ckpt.TOKENIZER):
-        if not os.path.isfile(os.path.join(src, name)):
-            raise UsageError(f"--init-from: {src} holds no trained run (no {name})")
+    for path in (os.path.join(src, ckpt.CONFIG), ckpt.tokenizer_file(src)):
+        if not os.path.isfile(path):
+            raise UsageError(f"--init-from: {src} holds no trained run (no "
+                             f"{os.path.basename(path)})")
     if ckpt.latest_checkpoint(src) is None:
         raise UsageError(f"--init-from: {src} holds no trained run (no checkpoint in "
                          f"{ckpt.CHECKPOINTS}/)")
@@ -39,7 +40,7 @@ def prepare_init_from(cfg, given):
     elif cfg.block_size > saved["block_size"]:
         raise UsageError(f"--init-from: --block-size {cfg.block_size} is larger than the "
                          f"checkpoint's {saved['block_size']} (no position embeddings beyond it)")
-    tokenizer = load_tokenizer(os.path.join(src, ckpt.TOKENIZER))
+    tokenizer = load_tokenizer(ckpt.tokenizer_file(src))
     text = _read_utf8(cfg.data)
     chars = getattr(tokenizer, "chars", None)
     if chars is not None and getattr(tokenizer, "unk", None) is None:

@@ -30,7 +30,7 @@ def load_run(out, device="cpu"):
     arrays, _ = ckpt.load_model_arrays(path)
     ckpt.load_model_state(model, arrays, path)
     model.to(device).eval()
-    tokenizer = load_tokenizer(os.path.join(out, ckpt.TOKENIZER))
+    tokenizer = load_tokenizer(ckpt.tokenizer_file(out))
     return model, tokenizer, config
 
 

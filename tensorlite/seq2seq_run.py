@@ -10,7 +10,7 @@ the task made it (padded to the longest of the batch).
 
 config.json's "model" is {"kind": "seq2seq", "config": Seq2SeqConfig.to_dict(),
 "src_len": S, ...}; load_run sees the marker and builds a Seq2SeqTransformer. The run's
-tokenizer.json is a CharTokenizer whose ids are the task vocabulary's (three control
+tensorlite_tokenizer.json is a CharTokenizer whose ids are the task vocabulary's (three control
 characters stand for PAD, BOS and EOS, which nobody types), so `tensorlite generate
 --prompt abc` encodes a source string as training did.
 """

@@ -316,7 +316,7 @@ def _setup_run(cfg, init_tokenizer, saved, log, dist):
         data = None
         if cfg.block_size is None:
             cfg.block_size = 64
-        tokenizer = load_tokenizer(os.path.join(out, ckpt.TOKENIZER)) if cfg.resume \
+        tokenizer = load_tokenizer(ckpt.tokenizer_file(out)) if cfg.resume \
             else init_tokenizer or build_tokenizer(cfg)
     if hasattr(data, "build_model"):  # an encoder-decoder task
         model, model_dict = data.build_model(cfg)

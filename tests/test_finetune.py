@@ -37,7 +37,7 @@ def test_val_loss_on_new_text_falls_faster_from_a_checkpoint(pretrained):
     pre = json.load(open(d / "pre" / "config.json"))["model"]
     tuned = json.load(open(d / "ft" / "config.json"))["model"]
     assert tuned == pre
-    assert open(d / "ft" / "tokenizer.json").read() == open(d / "pre" / "tokenizer.json").read()
+    assert open(d / "ft" / "tensorlite_tokenizer.json").read() == open(d / "pre" / "tensorlite_tokenizer.json").read()
 
 
 def test_new_characters_are_refused_before_anything_is_written(pretrained, capsys):

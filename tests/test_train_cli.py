@@ -2,6 +2,7 @@
 it bit-exactly, generate/eval read it back, and every kind of bad input gets a one-line
 error with exit code 2 and leaves existing files untouched."""
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def weights(d):
 def test_train_on_text_writes_a_complete_run(trained):
     out, _ = trained
     names = set(os.listdir(out))
-    for n in ("config.json", "tokenizer.json", "log.jsonl", "loss.png", "checkpoints"):
+    for n in ("config.json", "tensorlite_tokenizer.json", "log.jsonl", "loss.png", "checkpoints"):
         assert n in names, n
     ck = latest_checkpoint(out)
     assert ck == os.path.join(out, "checkpoints", "step-000010")
@@ -136,6 +137,18 @@ def test_generate_streams_text_and_is_seeded(trained, capsys):
     assert code == 0 and s3 == s1  # the KV cache changes speed, not the samples
 
 
+def test_a_run_written_with_the_old_tokenizer_name_still_loads(trained, tmp_path, capsys):
+    # runs used to write OUT/tokenizer.json, the name Hugging Face keeps for its own format
+    out, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    os.rename(old / "tensorlite_tokenizer.json", old / "tokenizer.json")
+    args = ["generate", "--prompt", "First", "--max-new-tokens", "8", "--seed", "3"]
+    code, new_text, _ = run_cli(args + ["--out", out], capsys)
+    code_old, old_text, _ = run_cli(args + ["--out", str(old)], capsys)
+    assert code == code_old == 0 and old_text == new_text
+
+
 def test_eval_reports_loss_and_perplexity(trained, capsys):
     out, data = trained
     code, s, _ = run_cli(["eval", "--out", out, "--data", data], capsys)
@@ -155,7 +168,7 @@ def test_bpe_tokenizer_run(tmp_path, text_file):
     out = str(tmp_path / "bpe")
     assert main(["train", "--data", text_file, "--out", out, "--tokenizer", "bpe", "--vocab-size", "300",
                  "--iters", "3", "--block-size", "8"] + QUICK) == 0
-    assert json.load(open(os.path.join(out, "tokenizer.json")))["type"] == "bpe"
+    assert json.load(open(os.path.join(out, "tensorlite_tokenizer.json")))["type"] == "bpe"
 
 
 # ---- bad input: one line, exit code 2, nothing overwritten -----------------------------
