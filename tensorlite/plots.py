@@ -16,6 +16,7 @@ This module imports nothing of tensorlite's: it reads log.jsonl and config.json.
 import json
 import math
 import os
+import warnings
 
 DEFAULT_SMOOTH = 0.9
 _LOG_AXIS_RATIO = 8.0
@@ -40,7 +41,12 @@ def read_log(out):
         for line in f:
             if not line.strip():
                 continue
-            r = json.loads(line)
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                # a run killed while writing its log leaves a torn last line; --resume cuts it
+                warnings.warn(f"{out}/log.jsonl: skipping a torn line", RuntimeWarning, stacklevel=2)
+                continue
             if _finite(r.get("loss")):
                 cols["step"].append(r["step"])
                 cols["loss"].append(r["loss"])

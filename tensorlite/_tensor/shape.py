@@ -46,7 +46,18 @@ class ShapeMixin:
                                f"{n} elements with shape {shape_str(self.shape)}")
         return self._view_result(S.Reshape.apply(self, shape=shape))
 
-    view = reshape
+    def view(self, *shape):
+        """reshape that never copies: PyTorch refuses a view whose shape the strides cannot
+        express (x.T.view(-1)), and so do we, rather than silently copying."""
+        out = self.reshape(*shape)
+        probe = self._data.view()
+        try:
+            probe.shape = out.shape  # NumPy refuses exactly when the new shape needs a copy
+        except (AttributeError, ValueError):
+            raise RuntimeError(f"view: shape {shape_str(out.shape)} is not compatible with the "
+                               f"tensor's shape {shape_str(self.shape)} and strides (a copy would "
+                               f"be needed); use .reshape(...) or .contiguous().view(...)") from None
+        return out
 
     def view_as(self, other):
         return self.reshape(other.shape)
@@ -323,9 +334,15 @@ class ShapeMixin:
 
 
 def _shape_arg(shape):
+    """A shape given as ints or one tuple/list of ints; 2.5 or "3" are refused, not truncated."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    return tuple(int(s) for s in shape)
+    out = []
+    for s in shape:
+        if isinstance(s, bool) or not hasattr(s, "__index__"):
+            raise TypeError(f"size must be a sequence of ints, got {s!r} in {tuple(shape)!r}")
+        out.append(s.__index__())
+    return tuple(out)
 
 
 def _need_2d(t, name):

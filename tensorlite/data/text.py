@@ -20,11 +20,12 @@ tensors is the training loop's job.
 """
 
 import hashlib
-import os
+import io
 import pathlib
-import tempfile
 
 import numpy as np
+
+from ..serialization import atomic_write_bytes
 
 # Bytes read at a time while hashing, so a large file is never held twice.
 _HASH_CHUNK = 1 << 20
@@ -118,14 +119,9 @@ def encode_file(path, tokenizer, *, tokenizer_key, cache_dir):
     # Write beside the final name, then rename: os.replace is atomic, so a run
     # killed mid-write, or two runs racing, never leave a half-written cache
     # under the name that later runs trust.
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=cache.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, ids.astype(dtype), allow_pickle=False)
-        os.replace(tmp, cache)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, ids.astype(dtype), allow_pickle=False)
+    atomic_write_bytes(str(cache), [buf.getvalue()])
     return np.load(cache, mmap_mode="r", allow_pickle=False), cache, False
 
 

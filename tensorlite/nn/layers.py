@@ -8,11 +8,18 @@ from .module import Module
 from .parameter import Parameter
 
 
+def _features(who, **sizes):
+    for name, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{who}: {name} must be an int >= 0, got {v!r}")
+
+
 class Linear(Module):
     """y = x W^T + b, W of shape (out_features, in_features)."""
 
     def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
         super().__init__()
+        _features("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(factories.empty(out_features, in_features, dtype=dtype, device=device))
         self.bias = Parameter(factories.empty(out_features, dtype=dtype, device=device)) if bias else None
@@ -32,6 +39,7 @@ class Linear(Module):
 class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, dtype=None, device=None):
         super().__init__()
+        _features("Embedding", num_embeddings=num_embeddings, embedding_dim=embedding_dim)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(factories.empty(num_embeddings, embedding_dim, dtype=dtype, device=device))
         init.normal_(self.weight)
@@ -49,6 +57,9 @@ class LayerNorm(Module):
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
             else tuple(normalized_shape)
+        _features("LayerNorm", **{f"normalized_shape[{i}]": n for i, n in enumerate(self.normalized_shape)})
+        if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"LayerNorm: eps must be a finite number >= 0, got {eps!r}")
         self.eps = eps
         affine = elementwise_affine
         self.weight = Parameter(factories.ones(self.normalized_shape, dtype=dtype, device=device)) \
@@ -71,6 +82,9 @@ class RMSNorm(Module):
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
             else tuple(normalized_shape)
+        _features("LayerNorm", **{f"normalized_shape[{i}]": n for i, n in enumerate(self.normalized_shape)})
+        if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"LayerNorm: eps must be a finite number >= 0, got {eps!r}")
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self.weight = Parameter(factories.ones(self.normalized_shape, dtype=dtype, device=device)) \

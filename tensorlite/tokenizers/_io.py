@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..serialization import atomic_write_bytes
 
 
 class TokenizerFileError(ValueError):
@@ -12,24 +12,9 @@ class TokenizerFileError(ValueError):
 
 
 def write_json_atomic(path, data: dict) -> None:
-    """Write `data` as JSON so that `path` is either the old file or the whole new one.
-
-    We write a temporary file in the same directory and os.replace() it over the
-    target: a crash mid-write (or a full disk) never leaves a truncated tokenizer
-    behind, and the replace is atomic because both names are on one filesystem.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_format(data))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write `data` as JSON so that `path` is either the old file or the whole new one
+    (serialization.atomic_write_bytes: temp file, fsync, rename; the umask is honoured)."""
+    atomic_write_bytes(str(path), [_format(data).encode("utf-8")])
 
 
 def _format(data: dict) -> str:
