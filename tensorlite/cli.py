@@ -13,6 +13,7 @@ from importlib import metadata
 import numpy as np
 
 from .backend.device import cuda_unavailable_reason
+from .classify_run import check_flags, extend_cli, run_command
 from .distributed import launcher_info
 from .errors import UsageError
 from .generate import evaluate_file, generate_text, load_pretrained, load_run
@@ -144,6 +145,7 @@ _TRAIN_OPTIONS = [
     ("--tensorboard", dict(action="store_true"), "also write loss, lr, gradient norm, tokens/s "
      "(and --log-stats) as TensorBoard events into OUT/tensorboard; needs tensorboardX"),
 ]
+extend_cli(_TRAIN_OPTIONS, _RUN_DEFAULTS)  # --task classify's --model, --from-scratch, --max-length
 
 
 def _train_help(dest, text, kw):
@@ -177,7 +179,7 @@ def _add_train(sub):
     p.add_argument("--config", metavar="FILE|RECIPE", help="a TOML or JSON file of TrainConfig "
                    "fields (key = value), or the name of a shipped recipe; flags given here "
                    "override it (default: none)")
-    src = p.add_mutually_exclusive_group()
+    src = p  # --data with --task: only classify (check_flags)
     src.add_argument("--data", metavar="FILE",
                      help=_train_help("data", "a UTF-8 text file to train on", {}))
     src.add_argument("--task", choices=list(TASKS),
@@ -404,6 +406,7 @@ def _train_choices(parser):
 def cmd_train(a, parser):
     given = {k: v for k, v in vars(a).items() if k not in ("command", "config")}
     kw, src = {}, None
+    check_flags(given)
     if getattr(a, "config", None) is not None:
         kw = load_config(a.config, _train_choices(parser))
         if "task" in given:  # --task and --data exclude each other, flag over file
@@ -455,6 +458,8 @@ def cmd_generate(a, parser):
         model, tok = load_pretrained(a.model, a.device, kind="gpt2")
     else:
         model, tok, config = load_run(a.out, a.device)
+        if run_command("generate", a, model, tok, config):
+            return 0
         if is_seq2seq_config(config):
             print(translate(model, tok, a.prompt, a.max_new_tokens, a.beam, a.device))
             return 0
@@ -490,6 +495,8 @@ def cmd_eval(a, parser):
     if a.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {a.beam}")
     model, tok, config = load_run(a.out, a.device)
+    if run_command("eval", a, model, tok, config):
+        return 0
     if is_seq2seq_config(config):
         print(json.dumps(evaluate_run(model, config, a.beam, a.device)))
         return 0

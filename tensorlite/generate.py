@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import seq2seq_run
+from . import classify_run, seq2seq_run
 from .autograd.grad_mode import no_grad
 from .data.text import _read_utf8, cache_path_for, split_train_val
 from .factories import tensor
@@ -20,17 +20,25 @@ from .tokenizers import load_tokenizer
 
 def load_run(out, device="cpu"):
     """(model, tokenizer, config dict) from a training run's folder: a GPT, or for a seq2seq
-    task's run (config.json's model "kind": "seq2seq") a Seq2SeqTransformer."""
+    task's run (config.json's model "kind": "seq2seq") a Seq2SeqTransformer, or for a
+    classify run ("kind": "classify") a BertForSequenceClassification and its WordPiece
+    tokenizer."""
     if not os.path.isdir(out):
         raise FileNotFoundError(f"run folder {out} does not exist")
     config = ckpt.read_json(os.path.join(out, ckpt.CONFIG), "config")
-    model = seq2seq_run.model_from_saved(config["model"]) if seq2seq_run.is_seq2seq_config(config) \
-        else GPT(GPTConfig.from_dict(config["model"]))
+    classify = classify_run.is_classify_config(config)
+    if classify:
+        model = classify_run.model_from_saved(config["model"])
+    elif seq2seq_run.is_seq2seq_config(config):
+        model = seq2seq_run.model_from_saved(config["model"])
+    else:
+        model = GPT(GPTConfig.from_dict(config["model"]))
     path = ckpt.model_file(out)  # the newest complete checkpoint's (or an old run's flat file)
     arrays, _ = ckpt.load_model_arrays(path)
     ckpt.load_model_state(model, arrays, path)
     model.to(device).eval()
-    tokenizer = load_tokenizer(ckpt.tokenizer_file(out))
+    tokenizer = classify_run.load_tokenizer(out) if classify else \
+        load_tokenizer(ckpt.tokenizer_file(out))
     return model, tokenizer, config
 
 

@@ -24,6 +24,7 @@ from .autograd.grad_mode import no_grad
 from .backend.device import cuda_unavailable_reason
 from .backend.registry import provider_name, set_kernels
 from .checkpoint import latest_checkpoint  # noqa: F401  (part of this module's API)
+from .classify_run import ClassifyTask
 from .data.tasks import AdditionTask, SortTask
 from .data.text import DataError, TokenFile, _read_utf8
 from .distributed import DistributedDataParallel
@@ -252,6 +253,8 @@ class _Run:
     def evaluate(self):
         """Mean loss over eval_iters batches per split, and a task's held-out accuracy."""
         cfg, model = self.cfg, self.model
+        if hasattr(self.data, "evaluate"):  # a classify run: accuracy over its held-out split
+            return self.data.evaluate(self)
         model.eval()
         erng = np.random.default_rng([cfg.seed, self.step])  # evaluation never touches training RNGs
         res = {}
@@ -309,7 +312,10 @@ def _setup_run(cfg, init_tokenizer, saved, log, dist):
     all before the first write; then the run folder: a fresh run writes its tokenizer, an
     empty log and, last, its config, the mark of a run that exists."""
     out = cfg.out
-    if cfg.data is None:
+    if cfg.task == "classify":
+        data = ClassifyTask(cfg, log)
+        tokenizer = data.tokenizer
+    elif cfg.data is None:
         data = Seq2SeqTaskData(cfg) if is_seq2seq_task(cfg.task) else TaskData(cfg)
         cfg.block_size, tokenizer = data.block_size, data.tokenizer
     else:
@@ -318,9 +324,9 @@ def _setup_run(cfg, init_tokenizer, saved, log, dist):
             cfg.block_size = 64
         tokenizer = load_tokenizer(ckpt.tokenizer_file(out)) if cfg.resume \
             else init_tokenizer or build_tokenizer(cfg)
-    if hasattr(data, "build_model"):  # an encoder-decoder task
+    if hasattr(data, "build_model"):  # an encoder-decoder task, or a classifier
         model, model_dict = data.build_model(cfg)
-        layers = f"{cfg.n_layer}+{cfg.n_layer} encoder+decoder"
+        layers = getattr(data, "layers", f"{cfg.n_layer}+{cfg.n_layer} encoder+decoder")
     else:
         mcfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size,
                          n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
@@ -395,8 +401,11 @@ def _write_run_folder(run, tokenizer, model_dict, saved, folder, log):
         return
     source = {"source": cfg.extra["source"]} if cfg.extra.get("source") else {}
     data_hash = {"data_sha256": data_fingerprint(cfg.data)} if cfg.data else {}
-    atomic_write_bytes(os.path.join(out, ckpt.TOKENIZER),
-                       [json.dumps(tokenizer.to_dict()).encode(), b"\n"])
+    if hasattr(run.data, "save_tokenizer"):  # WordPiece: its own files, no to_dict()
+        run.data.save_tokenizer(out)
+    else:
+        atomic_write_bytes(os.path.join(out, ckpt.TOKENIZER),
+                           [json.dumps(tokenizer.to_dict()).encode(), b"\n"])
     ckpt.open_log(log_path, truncate=True).close()
     world = {"world_size": run.dist.world} if run.dist.world > 1 else {}  # resumed by as many
     ckpt.write_json(os.path.join(out, ckpt.CONFIG),
@@ -478,14 +487,19 @@ def _steps(run, sigs, out, stats, mfu, log):
     t0 = time.perf_counter()
     while run.step < cfg.iters:
         with sigs.atomic():
-            lr = cfg.lr * warmup_cosine(run.step, cfg.warmup, cfg.iters, cfg.min_lr_ratio)
+            task = run.data if hasattr(run.data, "step") else None  # a classify run's own
+            lr = task.lr(run.step) if task is not None else \
+                cfg.lr * warmup_cosine(run.step, cfg.warmup, cfg.iters, cfg.min_lr_ratio)
             for g in run.opt.param_groups:
                 g["lr"] = lr
-            x, y = _train_batch(run)
             tracking = stats is not None and stats.begin(run.step + 1)
-            loss, norm = train_step(run.net, run.opt, tensor(x, device=cfg.device),
-                                    tensor(y, device=cfg.device), cfg.grad_clip,
-                                    stats=stats if tracking else None, grad_accum=cfg.grad_accum)
+            if task is not None:
+                loss, norm = task.step(run, stats if tracking else None)
+            else:
+                x, y = _train_batch(run)
+                loss, norm = train_step(run.net, run.opt, tensor(x, device=cfg.device),
+                                        tensor(y, device=cfg.device), cfg.grad_clip,
+                                        stats=stats if tracking else None, grad_accum=cfg.grad_accum)
             loss = run.dist.mean(loss)  # the mean over every rank's rows
             run.step += 1
             dt = time.perf_counter() - t0

@@ -18,6 +18,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from . import checkpoint as ckpt
+from .classify_run import resolve as resolve_classify
 from .data.text import _file_sha256
 from .errors import UsageError
 from .progress import MODES as PROGRESS_MODES
@@ -50,25 +51,28 @@ LIMITS = {
     "min_lr_ratio": (0, 1, True, True), "stop_at_accuracy": (0, 1, True, True),
     "beta1": (0, 1, True, False), "beta2": (0, 1, True, False),
     "grad_accum": (1, None, True, True), "dist_timeout": (0, None, False, True),
+    "max_length": (2, None, True, True),
 }
 
-# reverse and seq2seq-sort train an encoder-decoder (seq2seq_run.py), the others a GPT
-TASKS = ("addition", "sort", "reverse", "seq2seq-sort")
+# reverse and seq2seq-sort train an encoder-decoder (seq2seq_run.py), classify a BERT
+# classifier on --data (classify_run.py), the others a GPT
+TASKS = ("addition", "sort", "reverse", "seq2seq-sort", "classify")
 CHOICES = {"task": TASKS, "tokenizer": ("char", "bpe", "gpt2"),
            "preset": tuple(PRESETS), "device": ("cpu", "cuda"),
            "kernels": ("numpy", "cpp", "triton"), "progress": PROGRESS_MODES,
            "dist_backend": ("mpi", "nccl")}
-_PATHS = ("data", "gpt2_dir", "init_from")  # kept absolute: a run resumes from anywhere
+_PATHS = ("data", "gpt2_dir", "init_from", "model")  # kept absolute: a run resumes from anywhere
 
 # what a resumed run cannot change: the model it holds, how its data is tokenized, and the
 # seed (it picks a task's held-out problems and every evaluation's batches); `data` is
 # compared by content, below
 IDENTITY = ("task", "task_digits", "tokenizer", "vocab_size", "preset", "n_layer", "n_head",
-            "n_embd", "bias", "block_size", "seed", "init_from")
+            "n_embd", "bias", "block_size", "seed", "init_from", "model", "from_scratch",
+            "max_length")
 # fields left None on a resume take the run's value rather than their kind-of-run default
 # (init_from is not among them: None there says "not fine-tuned", and is compared)
 _FROM_RUN = ("iters", "batch_size", "lr", "kernels", "threads", "block_size", "preset",
-             "n_layer", "n_head", "n_embd")
+             "n_layer", "n_head", "n_embd", "max_length")
 # not part of a run's saved config: how this invocation shows progress and when it stops
 _NOT_SAVED = ("progress", "extra", "stop_after", "dist_backend", "dist_timeout")
 
@@ -131,6 +135,9 @@ class TrainConfig:
     tensorboard: bool = False   # also write TensorBoard events into OUT/tensorboard
     dist_backend: str = None    # under mpiexec: mpi | nccl (None: nccl on cuda, else mpi)
     dist_timeout: float = 1800.0  # under mpiexec: seconds a collective waits for the others
+    model: str = None           # --task classify: the BERT folder to fine-tune
+    from_scratch: bool = False  # --task classify: its architecture, random init
+    max_length: int = None      # --task classify: tokens per text (default 64)
     extra: dict = field(default_factory=dict)
 
     def resolved(self):
@@ -141,6 +148,8 @@ class TrainConfig:
         for k in _PATHS:
             if getattr(c, k) is not None:
                 setattr(c, k, os.path.abspath(getattr(c, k)))
+        if c.task == "classify" or c.model or c.from_scratch or c.max_length is not None:
+            return resolve_classify(c)
         c.preset = c.preset or ("tiny" if is_task else "baby")
         for k, v in PRESETS[c.preset].items():
             if getattr(c, k) is None:
@@ -260,6 +269,7 @@ def check_resume(cfg, saved):
     keys = [k for k in IDENTITY if not (k == "vocab_size" and cfg.tokenizer != "bpe")
             and not (k in ("task", "task_digits") and not is_task)
             and not (k == "tokenizer" and is_task)]
+    old = dict({"from_scratch": False}, **old)  # a run from before --task classify
     diff = [f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in keys if old.get(k) != getattr(cfg, k)]
     old_data = old.get("data")
     sha = saved.get("data_sha256")
@@ -289,12 +299,14 @@ def saved_form(cfg):
 _SHOWN = ("data", "task", "task_digits", "tokenizer", "preset", "n_layer", "n_head", "n_embd",
           "block_size", "dropout", "iters", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup", "weight_decay",
           "grad_clip", "eval_every", "eval_iters", "save_every", "seed", "device", "kernels",
-          "threads", "init_from", "log_stats", "tensorboard", "out")
+          "threads", "init_from", "model", "from_scratch", "max_length", "log_stats", "tensorboard", "out")
 
 
 def describe_config(cfg):
     """The effective config, key=value, wrapped into a compact block."""
     skip = ("data", "tokenizer") if cfg.data is None else ("task", "task_digits")
+    if cfg.task == "classify":
+        skip = ("task_digits", "tokenizer", "preset", "dropout", "min_lr_ratio", "eval_iters")
     if cfg.data is None and is_seq2seq_task(cfg.task):
         skip += ("task_digits",)
     items = [f"{k}={getattr(cfg, k)}" for k in _SHOWN
