@@ -25,11 +25,11 @@ from ._threads import set_num_threads
 from .autograd.grad_mode import no_grad
 from .data.classify import TextClassificationData
 from .models.bert import BertForSequenceClassification, classification_config
-from .nn.utils import clip_grad_norm_
 from .optim import AdamW
 from .optim.lr_scheduler import LambdaLR, warmup_cosine
 from .random import manual_seed
 from .tokenizers import from_pretrained as tokenizer_from_pretrained
+from .train_loop import clip_and_step
 
 SCHEDULES = ("linear", "cosine")
 
@@ -68,13 +68,7 @@ def classifier_step(model, optimizer, batch, grad_clip=1.0, stats=None):
                 labels=batch["labels"])
     optimizer.zero_grad()
     out.loss.backward()
-    if stats is not None:
-        stats.grads()
-    norm = clip_grad_norm_(list(model.parameters()), grad_clip) if grad_clip else None
-    if stats is not None:
-        stats.snapshot()
-    optimizer.step()
-    return out.loss.item(), norm
+    return out.loss.item(), clip_and_step(model, optimizer, grad_clip, stats)
 
 
 def evaluate_classifier(model, data, tokenizer, max_length, batch_size=64, n=None):

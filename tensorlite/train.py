@@ -32,7 +32,6 @@ from .errors import UsageError
 from .factories import tensor
 from .finetune import load_init_weights, prepare_init_from
 from .models.gpt import GPT, GPTConfig
-from .nn.utils import clip_grad_norm_
 from .optim import AdamW
 from .optim.lr_scheduler import warmup_cosine
 from .plots import plot_losses
@@ -43,7 +42,7 @@ from .serialization import CheckpointError, atomic_write_bytes
 from .stats import TrainingStats
 from .summary import MFUMeter
 from .tokenizers import BPETokenizer, CharTokenizer, load_gpt2_tokenizer, load_tokenizer
-from .train_loop import (NO_LOCK, TENSORBOARD_DIR, Dist, Signals, check_writable,  # noqa: F401
+from .train_loop import (NO_LOCK, clip_and_step, TENSORBOARD_DIR, Dist, Signals, check_writable,  # noqa: F401
                          my_rows, open_tensorboard, start_distributed, tensorboard_step,
                          tensorboard_writer_class)
 from .train_config import (LIMITS, PRESETS, TrainConfig, check_fields, check_resume,  # noqa: F401
@@ -124,13 +123,7 @@ def train_step(model, optimizer, x, y, grad_clip=None, stats=None, grad_accum=1)
         loss = _accumulate(model, optimizer, x, y, grad_accum)
     if hasattr(model, "finish_gradient_sync"):
         model.finish_gradient_sync()  # a no-op unless some parameter got no gradient
-    if stats is not None:
-        stats.grads()
-    norm = clip_grad_norm_(list(model.parameters()), grad_clip) if grad_clip else None
-    if stats is not None:
-        stats.snapshot()
-    optimizer.step()
-    return loss, norm
+    return loss, clip_and_step(model, optimizer, grad_clip, stats)
 
 
 def _accumulate(model, optimizer, x, y, n):

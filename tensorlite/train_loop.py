@@ -10,6 +10,7 @@ import signal
 import threading
 
 from . import checkpoint as ckpt
+from .nn.utils import clip_grad_norm_
 from .errors import UsageError
 from .serialization import TEMP_PREFIX
 
@@ -191,3 +192,17 @@ def tensorboard_step(tb, rec):
         for key, v in vals.items():
             if v is not None:
                 tb.add_scalar(f"stats/{key}/{group}", float(v), step)
+
+
+def clip_and_step(model, optimizer, grad_clip=None, stats=None):
+    """The end of every training step once the gradients are in: --log-stats sees them
+    (stats.grads), clip to grad_clip (None or 0: no clipping), stats.snapshot sees the
+    weights just before the update, then the optimizer steps. Returns the gradient norm
+    before clipping, or None without clipping."""
+    if stats is not None:
+        stats.grads()
+    norm = clip_grad_norm_(list(model.parameters()), grad_clip) if grad_clip else None
+    if stats is not None:
+        stats.snapshot()
+    optimizer.step()
+    return norm

@@ -14,6 +14,14 @@ def _features(who, **sizes):
             raise ValueError(f"{who}: {name} must be an int >= 0, got {v!r}")
 
 
+def _normalized_shape(who, normalized_shape, eps):
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    _features(who, **{f"normalized_shape[{i}]": n for i, n in enumerate(shape)})
+    if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{who}: eps must be a finite number >= 0, got {eps!r}")
+    return shape
+
+
 class Linear(Module):
     """y = x W^T + b, W of shape (out_features, in_features)."""
 
@@ -55,11 +63,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None,
                  device=None):
         super().__init__()
-        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
-            else tuple(normalized_shape)
-        _features("LayerNorm", **{f"normalized_shape[{i}]": n for i, n in enumerate(self.normalized_shape)})
-        if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"LayerNorm: eps must be a finite number >= 0, got {eps!r}")
+        self.normalized_shape = _normalized_shape("LayerNorm", normalized_shape, eps)
         self.eps = eps
         affine = elementwise_affine
         self.weight = Parameter(factories.ones(self.normalized_shape, dtype=dtype, device=device)) \
@@ -80,11 +84,7 @@ class RMSNorm(Module):
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
         super().__init__()
-        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
-            else tuple(normalized_shape)
-        _features("LayerNorm", **{f"normalized_shape[{i}]": n for i, n in enumerate(self.normalized_shape)})
-        if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"LayerNorm: eps must be a finite number >= 0, got {eps!r}")
+        self.normalized_shape = _normalized_shape("RMSNorm", normalized_shape, eps)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self.weight = Parameter(factories.ones(self.normalized_shape, dtype=dtype, device=device)) \
