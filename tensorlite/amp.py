@@ -1,15 +1,15 @@
 """tensorlite.amp: GradScaler (dynamic loss scaling) and autocast, PyTorch's names.
 
-GradScaler is complete: it scales the loss, unscales the gradients, skips the step when
-one is inf or NaN and adapts the scale, on any device and dtype. autocast is a stub that
-accepts only what changes nothing -- enabled=False or dtype=float32 -- and says so for the
-rest: tensorlite has no per-op low-precision casting yet. (tensorlite.cuda.amp holds the
+GradScaler scales the loss, unscales the gradients, skips the step when one is inf or NaN
+and adapts the scale, on any device and dtype. autocast runs matmuls and Linears in
+bfloat16 or float16 with float32 accumulation (see its docstring). (tensorlite.cuda.amp holds the
 same two with the device fixed to 'cuda', like torch.cuda.amp.)
 """
 import functools
 import math
 import warnings
 
+from . import _autocast
 from . import _dtype as dt
 from .autograd.function import TensorBase
 from .backend.device import cuda_unavailable_reason, xp_of
@@ -173,28 +173,34 @@ class GradScaler:
 
 class autocast:  # noqa: N801 - PyTorch's spelling
     """torch.autocast(device_type, dtype=None, enabled=True, cache_enabled=None), as a
-    context manager or decorator. Only the forms that change nothing are accepted now:
-    enabled=False, or dtype=float32. A low-precision dtype (PyTorch's default: float16 on
-    'cuda', bfloat16 on 'cpu') raises NotImplementedError at construction, saying what
-    to do instead; nanoGPT-style code that uses nullcontext() on the CPU never gets here."""
+    context manager or decorator. Inside it, every matmul (and so every Linear) of tensors
+    on device_type runs in the low-precision dtype (PyTorch's default: float16 on 'cuda',
+    bfloat16 on 'cpu'): its operands are cast through recorded ops, so float32 master weights
+    receive float32 gradients; the products accumulate in float32 (ops/matmul.py) and the
+    result is rounded to the low dtype. The fused ops take the low dtype as it comes and keep
+    their statistics (max, sums, mean and variance, log-sum-exp) in float32; residual adds
+    with float32 tensors promote back to float32, as in PyTorch. On the CPU this emulates
+    low precision for study and for checking a recipe: NumPy has no bfloat16/float16 BLAS,
+    so it is slower than float32, not faster."""
 
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
         self.device = _device_type(device_type, "autocast")
         if dtype is None:
             dtype = dt.float16 if self.device == "cuda" else dt.bfloat16
         self.fast_dtype = dt.as_dtype(dtype)
-        self._enabled = bool(enabled)
-        if self._enabled and self.fast_dtype is not dt.float32:
-            raise NotImplementedError(
-                f"autocast(device_type={self.device!r}, dtype={self.fast_dtype}): low-precision "
-                "autocast is not implemented in tensorlite yet. Run in float32 (autocast(..., "
-                "enabled=False) or contextlib.nullcontext()), or cast the whole model with "
-                f"model.to({self.fast_dtype}) and its inputs likewise")
+        if self.fast_dtype not in (dt.float16, dt.bfloat16, dt.float32):
+            raise ValueError(f"autocast: dtype must be float16, bfloat16 or float32, got "
+                             f"{self.fast_dtype}")
+        self._enabled = bool(enabled) and self.fast_dtype is not dt.float32
+        self._saved = []
 
     def __enter__(self):
+        self._saved.append(_autocast.set_fast_dtype(
+            self.device, self.fast_dtype if self._enabled else None))
         return self
 
     def __exit__(self, *exc):
+        _autocast.set_fast_dtype(self.device, self._saved.pop())
         return False
 
     def __call__(self, fn):
@@ -206,5 +212,7 @@ class autocast:  # noqa: N801 - PyTorch's spelling
 
 
 def is_autocast_enabled(device_type=None):
-    """Always False: no autocast that changes dtypes exists yet (see autocast)."""
-    return False
+    """Whether an autocast with a low-precision dtype is active (on device_type, or on any)."""
+    if device_type is None:
+        return any(_autocast.fast_dtype(d) is not None for d in _DEVICES)
+    return _autocast.fast_dtype(_device_type(device_type, "is_autocast_enabled")) is not None

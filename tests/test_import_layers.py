@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lowest first. A module may import from its own layer or any layer below, never above.
 # The first prefix that matches a module's dotted name decides its layer.
 LAYERS = [
-    ("base", ["tensorlite._dtype", "tensorlite.errors", "tensorlite.backend.device"]),
+    ("base", ["tensorlite._dtype", "tensorlite.errors", "tensorlite.backend.device",
+              "tensorlite._autocast"]),
     ("providers", ["tensorlite.reference", "tensorlite.kernels", "tensorlite._C",
                    "tensorlite._threads"]),
     ("registry", ["tensorlite.backend"]),

@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from .. import _dtype as dt
+from .._autocast import fast_dtype
 from ..autograd.function import TensorBase
 from ..backend.device import xp_of
 from ..ops import elementwise as E, reduction as R, matmul as M
@@ -432,6 +433,12 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands need at least 1 dim, got shapes "
                          f"{shape_str(a.shape)} and {shape_str(b.shape)}")
+    fast = fast_dtype(a._device.type)
+    if fast is not None and a.dtype.is_floating_point and b.dtype.is_floating_point:
+        # autocast: both operands in the low-precision dtype, through recorded casts, so the
+        # float32 master weights get float32 gradients back through the cast's backward
+        a = a if a.dtype is fast else a.to(fast)
+        b = b if b.dtype is fast else b.to(fast)
     if a.dtype is not b.dtype:
         raise TypeError(f"matmul: dtype mismatch ({a.dtype} and {b.dtype}); convert one, "
                         f"e.g. b.to({a.dtype})")

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .. import _dtype as dt
+from .._autocast import fast_dtype
 from ..backend.device import xp_of
 from ..backend.registry import warn_once
 from ..ops import fused
@@ -23,6 +24,8 @@ def linear(input, weight, bias=None):  # noqa: A002
                          f"features but the weight of shape {shape_str(weight.shape)} expects "
                          f"{weight.shape[-1]}")
     y = input @ weight.T
+    if bias is not None and bias.dtype is not y.dtype and fast_dtype(y.device.type) is y.dtype:
+        bias = bias.to(y.dtype)  # under autocast the whole linear runs in the low dtype
     return y if bias is None else y + bias
 
 
