@@ -14,7 +14,6 @@ from setuptools import setup
 
 
 def _compiler_accepts(flag: str) -> bool:
-    # OpenMP is optional: the kernels are still correct (single-threaded) without it.
     import subprocess
     cxx = os.environ.get("CXX", "c++")
     with tempfile.TemporaryDirectory() as d:
@@ -26,11 +25,18 @@ def _compiler_accepts(flag: str) -> bool:
         return r.returncode == 0
 
 
+# Threads come from the kernels' own pool (csrc/thread_pool.h), not OpenMP: a libgomp
+# dependency binds to whichever copy the process loaded first (PyTorch's, started before
+# tensorlite could configure it, whose idle threads spin). -fopenmp-simd keeps the
+# `#pragma omp simd` loop hints and links no runtime; without it they are ignored (slower,
+# still correct).
 compile_args = ["-O3", "-fno-math-errno"]
 link_args = []
-if sys.platform != "win32" and _compiler_accepts("-fopenmp"):
-    compile_args.append("-fopenmp")
-    link_args.append("-fopenmp")
+if sys.platform != "win32":
+    compile_args.append("-pthread")
+    link_args.append("-pthread")
+    if _compiler_accepts("-fopenmp-simd"):
+        compile_args.append("-fopenmp-simd")
 if os.environ.get("TENSORLITE_NATIVE") == "1":
     compile_args.append("-march=native")
 if os.environ.get("TL_NO_CLONES") == "1":

@@ -100,9 +100,9 @@ Rows<T> rows_operand(const Problem<T>& pb, const View4<T>& a, long T_, std::vect
     if (pb.D == pb.Dp && a.s[3] == 1) return Rows<T>{a.p, a.s[0], a.s[1], a.s[2]};
     T* buf = alloc_zeroed<T>(owner, pb.B * pb.H * T_ * pb.Dp);
     const long BH = pb.B * pb.H;
-#pragma omp parallel for schedule(static) num_threads(nth)
-    for (long bh = 0; bh < BH; ++bh)
+    tl::parallel_for_static(nth, BH, [&](long bh) {
         copy_rows(a, bh / pb.H, bh % pb.H, 0, T_, T_, pb.D, buf + bh * T_ * pb.Dp, pb.Dp);
+    });
     return Rows<T>{buf, pb.H * T_ * pb.Dp, T_ * pb.Dp, pb.Dp};
 }
 
@@ -317,18 +317,17 @@ TL_VARIANTS(bwd_task, bwd_group)
 
 // Runs task(t, scratch) for every t < ntasks on a team of nth threads, each with its own
 // Scratch (zeroed; freed with `owner`). Allocated before the team starts, so that a failure
-// is a MemoryError, not an exception inside a parallel region. Dynamic schedule: tasks differ
-// in cost (causal tiles, ragged tails) and are few.
+// is a MemoryError, not an exception inside a parallel region. Handed out one at a time (an
+// atomic counter): tasks differ in cost (causal tiles, ragged tails) and are few.
 template <class Scratch, typename T, class F>
 void run_tasks(const Problem<T>& pb, int nth, long ntasks, std::vector<Buffer>& owner, F&& task) {
     const long per = round_up(Scratch::size(pb), 16);
     T* all = alloc_zeroed<T>(owner, nth * per);
-#pragma omp parallel num_threads(nth)
-    {
-        const Scratch w(all + tl::thread_id() * per, pb);
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; ++t) task(t, w);
-    }
+    std::atomic<long> next{0};
+    tl::parallel(int(std::min<long>(nth, std::max(ntasks, 1L))), [&](int tid, int) {
+        const Scratch w(all + tid * per, pb);
+        for (long t; (t = next.fetch_add(1, std::memory_order_relaxed)) < ntasks;) task(t, w);
+    });
 }
 
 }  // namespace
@@ -372,8 +371,7 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     bd.QT = QT, bd.dOT = dOT, bd.lse = L, bd.Di = Di;
     bd.dQ = alloc_zeroed<T>(owner, bd.G * BH * pb.Tqp * Dp);
 
-#pragma omp parallel for schedule(static) num_threads(nth)
-    for (long t = 0; t < BH * pb.nqt; ++t) {
+    tl::parallel_for_static(nth, BH * pb.nqt, [&](long t) {
         const long bh = t / pb.nqt, qt = t % pb.nqt, b = bh / pb.H, h = bh % pb.H;
         const long i0 = qt * BQ, rows = std::min(BQ, pb.Tq - i0);
         copy_tile_transposed(q, b, h, i0, rows, D, pb.scale, QT + t * D * BQ);
@@ -389,15 +387,14 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
             L[bh * pb.Tqp + i0 + i] = i < rows ? lse.at(b, h, 0)[(i0 + i) * lse.s[2]]
                                                : std::numeric_limits<T>::infinity();
         }
-    }
+    });
 
     run_tasks<BwdScratch<T>>(pb, nth, BH * bd.G, owner, [&](long t, const BwdScratch<T>& w) {
         bwd_task(pb, bd, t % BH, t / BH, w, dk, dv);
     });
 
     // dq = scale * sum over groups, always in group order.
-#pragma omp parallel for schedule(static) num_threads(nth)
-    for (long bh = 0; bh < BH; ++bh) {
+    tl::parallel_for_static(nth, BH, [&](long bh) {
         for (long i = 0; i < pb.Tq; ++i) {
             T* out = dq + (bh * pb.Tq + i) * D;
             for (long d = 0; d < D; ++d) {
@@ -406,7 +403,7 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
                 out[d] = acc * pb.scale;
             }
         }
-    }
+    });
 }
 
 #define TL_INSTANTIATE(T)                                                                    \

@@ -1,8 +1,9 @@
-// Helpers shared by the fused CPU kernels: per-CPU code selection, OpenMP queries, dtype
+// Helpers shared by the fused CPU kernels: per-CPU code selection, thread queries, dtype
 // dispatch and argument checks at the Python boundary, a row-parallel loop, row loops
 // without scalar remainders, and the one vectorisable exp.
 #pragma once
 #include "common.h"
+#include "thread_pool.h"
 
 #include <algorithm>
 #include <atomic>
@@ -14,10 +15,6 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define TL_INLINE inline __attribute__((always_inline))
 // Lambdas handed to the row helpers must be inlined into the vectorised loop.
@@ -141,29 +138,6 @@ inline void set_active_isa(Isa i) { isa_setting().store(int(i), std::memory_orde
 
 namespace tl {
 
-// OpenMP queries that also compile without OpenMP (then everything runs on the caller).
-inline int max_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-inline int thread_id() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-inline int num_procs() {
-#ifdef _OPENMP
-    return omp_get_num_procs();
-#else
-    return 1;
-#endif
-}
-
 enum class Float { F32, F64 };
 
 inline std::string shape_str(const py::array& a) {
@@ -231,20 +205,16 @@ inline void rows_cols(const char* op, const py::array& x, int64_t& rows, int64_t
 // on the thread count.
 template <class F>
 void parallel_for(int64_t n, int64_t work_per_item, F&& body) {
-#ifdef _OPENMP
     const int64_t kMinWork = 1 << 17;
-    const int threads = omp_get_max_threads();
+    const int threads = max_threads();
     if (threads > 1 && n > 1 && n * work_per_item >= kMinWork) {
-#pragma omp parallel num_threads(threads)
-        {
-            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        parallel(int(std::min<int64_t>(threads, n)), [&](int t, int nt) {
             const int64_t per = (n + nt - 1) / nt;
             const int64_t b = std::min(n, t * per), e = std::min(n, b + per);
             if (b < e) body(b, e);
-        }
+        });
         return;
     }
-#endif
     body(int64_t(0), n);
 }
 

@@ -1,8 +1,8 @@
 // Run-time settings of the fused kernels: the thread count and the instruction-set variant.
 //
-// Threads: OpenMP reads OMP_NUM_THREADS at start-up, so that is the default; set_num_threads
-// overrides it for the calling thread, which is the thread that launches the kernels' parallel
-// regions.
+// Threads: the kernels' own pool (thread_pool.h). OMP_NUM_THREADS is the default, as it was
+// with OpenMP; set_num_threads overrides it for the whole process (OpenMP's was per calling
+// thread, and every kernel launched from the thread that called it).
 // Variant: the best this CPU has (kernel_util.h); tests lower it to cover the others.
 #include "kernel_util.h"
 
@@ -10,9 +10,7 @@ namespace {
 
 void set_num_threads(int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
+    tl::set_max_threads(n);
 }
 
 std::string isa() { return tl::isa_name(tl::active_isa()); }
@@ -47,8 +45,10 @@ std::string set_isa(const std::string& name) {
 
 void bind_threads(py::module_& m) {
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
-          "Number of threads the fused kernels use (default: OMP_NUM_THREADS, else all cores).");
-    m.def("get_num_threads", &tl::max_threads, "Number of threads the fused kernels use.");
+          "Number of threads the fused kernels use (default: OMP_NUM_THREADS, else the CPUs this "
+          "process may use).");
+    m.def("get_num_threads", [] { return tl::max_threads(); },
+          "Number of threads the fused kernels use.");
     m.def("_isa", &isa, "The instruction-set variant the kernels run ('avx512', 'avx2' or 'base').");
     m.def("_set_isa", &set_isa, py::arg("name"),
           "Forces the kernels' instruction-set variant ('auto' = best this CPU has); returns the "

@@ -10,8 +10,9 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# Idle OpenMP workers of the C++ kernels would otherwise spin between kernels, stealing the
-# core that the Python thread and BLAS need next (read when libgomp loads, i.e. with _C).
+# The C++ kernels no longer use OpenMP (their own pool sleeps when idle), but a libgomp loaded
+# later in the process (e.g. PyTorch's, when torch is imported after tensorlite) reads this
+# when it starts: its idle workers would otherwise spin on the cores that BLAS and Python need.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._dtype import (dtype, float32, float64, float16, int64, int32, uint8, bool_ as bool,  # noqa: E402,F401,A004

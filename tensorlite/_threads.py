@@ -1,4 +1,7 @@
-"""Thread counts: OpenMP for the C++ kernels, and NumPy's BLAS (OpenBLAS) for matmuls.
+"""Thread counts: the C++ kernels' own thread pool (csrc/thread_pool.h; no OpenMP runtime,
+so PyTorch's libgomp in the same process has no say), and NumPy's BLAS (OpenBLAS) for
+matmuls. The kernels' count defaults to OMP_NUM_THREADS, else the CPUs the process may use,
+and set_num_threads sets it for the whole process (every Python thread).
 
 Like torch.set_num_threads, tensorlite.set_num_threads(n) sets both. Small models are
 the reason: on 2 cores a 576x64 @ 64x192 matmul or a 50 us kernel costs less than waking
@@ -63,7 +66,10 @@ def get_num_threads():
     ext = _extension()
     if ext is not None:
         return ext.get_num_threads()
-    return _n[0] or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    try:  # what the extension would pick: the first number of OMP_NUM_THREADS ("4,2" is valid)
+        return _n[0] or max(1, int(os.environ["OMP_NUM_THREADS"].split(",")[0]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0))
 
 
 def _extension():

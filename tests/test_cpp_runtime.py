@@ -1,11 +1,14 @@
 """The C++ extension's run-time settings, across its kernels (each op's own tests are in
 tests/test_fused_<op>.py): the thread count (OMP_NUM_THREADS, set_num_threads, results
-bitwise independent of it), the instruction-set variant the loader picked (and the lower
+bitwise independent of it), the kernels' own thread pool (no OpenMP runtime, back-to-back
+jobs, threads and fork), the instruction-set variant the loader picked (and the lower
 ones, where the CPU and the build have them: a TL_NO_CLONES build has one variant), and
 the vectorised float32 exp every kernel uses."""
 import os
 import subprocess
 import sys
+import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -98,6 +101,150 @@ def test_thread_count_defaults_to_omp_num_threads():
 def test_set_num_threads_rejects_zero(C):
     with pytest.raises(ValueError, match="set_num_threads"):
         C.set_num_threads(0)
+
+
+def run_python(code, env=None, timeout=120):
+    """Runs `code` in a fresh interpreter (a timeout guards against a hung pool)."""
+    env = {**os.environ, **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=False,
+                         capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_thread_count_defaults_to_the_usable_cpus():
+    out = run_python("""
+        import os
+        from tensorlite import _C
+        print(_C.get_num_threads(), len(os.sched_getaffinity(0)))
+    """, env={"OMP_NUM_THREADS": None})
+    got, want = out.split()
+    assert got == want
+
+
+def test_thread_count_takes_the_first_of_an_omp_list():
+    out = run_python("from tensorlite import _C; print(_C.get_num_threads())",
+                     env={"OMP_NUM_THREADS": "3,1"})
+    assert out.strip() == "3"
+
+
+def test_no_openmp_runtime_is_loaded():
+    # The kernels' threads are their own: an OpenMP runtime in the process would be the one
+    # another library (PyTorch) configured first. A threaded kernel must also really start a
+    # thread of the pool.
+    out = run_python("""
+        import os
+        import numpy as np
+        import tensorlite
+        from tensorlite import _C
+        def tasks():
+            return len(os.listdir("/proc/self/task"))
+        _C.set_num_threads(2)
+        before = tasks()
+        _C.softmax_forward(np.ones((1024, 512), np.float32))
+        after = tasks()
+        _C.set_num_threads(1)  # the worker goes: no thread is left behind
+        alone = tasks()
+        maps = open("/proc/self/maps").read()
+        runtimes = [n for n in ("libgomp", "libomp", "libiomp") if n in maps]
+        print(not runtimes, after - before, alone - before)
+    """, env={"OMP_NUM_THREADS": None})
+    assert out.split() == ["True", "1", "0"], out
+
+
+def test_more_threads_than_cpus_give_identical_bits(rng, C):
+    x = rng.standard_normal((613, 300)).astype(np.float32)
+    w = rng.standard_normal(300).astype(np.float32)
+    tg = rng.integers(0, 300, 613)
+    q = rng.standard_normal((2, 3, 200, 32)).astype(np.float32)
+    do = rng.standard_normal(q.shape).astype(np.float32)
+
+    def everything():
+        o, lse = C.attention_forward(q, q, q, None, True, 0.2)
+        return row_ops(C, x, w, tg) + [o, lse, *C.attention_backward(q, q, q, o, lse, do, None,
+                                                                     True, 0.2)]
+    C.set_num_threads(1)
+    want = everything()
+    for n in (3, 5, 2):
+        C.set_num_threads(n)
+        for a, b in zip(want, everything()):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_many_back_to_back_jobs(rng, C):
+    # Alternating one-thread and pool jobs, with the pool resized in between: every job
+    # must run exactly once on every thread (a lost or doubled worker changes rows).
+    big = rng.standard_normal((256, 512)).astype(np.float32)  # 2^17 elements: threaded
+    small = rng.standard_normal((4, 33)).astype(np.float32)
+    C.set_num_threads(1)
+    want_big, want_small = C.softmax_forward(big), C.softmax_forward(small)
+    for i in range(10_000):
+        if i % 1000 == 0:
+            C.set_num_threads((1, 2, 3, 2)[(i // 1000) % 4])
+        x, want = (big, want_big) if i % 2 else (small, want_small)
+        got = C.softmax_forward(x)
+        if i % 7 == 0 or i % 1000 < 2:
+            np.testing.assert_array_equal(got, want)
+
+
+def test_kernels_from_several_python_threads(rng, C):
+    # The kernels release the GIL: jobs from two Python threads share the one pool.
+    C.set_num_threads(2)
+    q = rng.standard_normal((2, 2, 160, 32)).astype(np.float32)
+    x = rng.standard_normal((512, 300)).astype(np.float32)
+    want_o, _ = C.attention_forward(q, q, q, None, True, 0.2)
+    want_s = C.softmax_forward(x)
+    bad = []
+
+    def loop(attn):
+        for _ in range(150):
+            if attn:
+                ok = np.array_equal(C.attention_forward(q, q, q, None, True, 0.2)[0], want_o)
+            else:
+                ok = np.array_equal(C.softmax_forward(x), want_s)
+            if not ok:
+                bad.append(attn)
+    threads = [threading.Thread(target=loop, args=(a,)) for a in (True, False, True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a kernel hung"
+    assert not bad
+
+
+def test_fork_after_threaded_kernels():
+    # The pool's workers do not survive fork(): the child must build its own (the crash
+    # tests' fork server forks after importing tensorlite), here twice over.
+    run_python("""
+        import os
+        import numpy as np
+        from tensorlite import _C
+        _C.set_num_threads(2)
+        x = np.random.default_rng(0).standard_normal((1024, 512)).astype(np.float32)
+        q = np.random.default_rng(1).standard_normal((2, 2, 160, 32)).astype(np.float32)
+        want, want_o = _C.softmax_forward(x), _C.attention_forward(q, q, q, None, True, 0.2)[0]
+
+        def child(depth):
+            ok = all(np.array_equal(_C.softmax_forward(x), want) for _ in range(50))
+            _C.set_num_threads(3)
+            ok = ok and np.array_equal(_C.attention_forward(q, q, q, None, True, 0.2)[0], want_o)
+            _C.set_num_threads(2)
+            if ok and depth < 2:
+                ok = fork(depth + 1)
+            os._exit(0 if ok else 1)
+
+        def fork(depth):
+            pid = os.fork()
+            if pid == 0:
+                child(depth)
+            _, status = os.waitpid(pid, 0)
+            return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+        assert fork(1)
+        assert np.array_equal(_C.softmax_forward(x), want)  # the parent's pool still works
+    """, timeout=120)
 
 
 # ---------------------------------------------------------------- instruction-set variants
