@@ -126,6 +126,7 @@ _TRAIN_OPTIONS = [
     ("--stop-after", dict(type=int, metavar="N"), "stop (and save) after N steps in this call"),
     ("--device", dict(choices=["cpu", "cuda"]), "where the model runs"),
     ("--kernels", dict(choices=["numpy", "cpp", "triton"]), "who runs the fused ops"),
+    ("--dtype", dict(choices=["fp32", "bf16", "fp16"]), "step precision: bf16/fp16 under autocast"),
     ("--out", dict(metavar="DIR"), "the run folder"),
     ("--resume", dict(action="store_true"), "continue the run in --out from its newest "
      "checkpoint, bit-exactly, with its own config.json (flags given override it; the model, "

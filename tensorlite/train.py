@@ -20,6 +20,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import cuda
 from ._threads import set_num_threads
+from .amp import GradScaler, autocast
 from .autograd.grad_mode import no_grad
 from .backend.device import cuda_unavailable_reason
 from .backend.registry import provider_name, set_kernels
@@ -48,6 +49,8 @@ from .train_loop import (NO_LOCK, clip_and_step, TENSORBOARD_DIR, Dist, Signals,
 from .train_config import (LIMITS, PRESETS, TrainConfig, check_fields, check_resume,  # noqa: F401
                            data_fingerprint, describe_config, fill_from_run, limit_text,
                            resume_config, saved_form, saved_train_config)
+
+_LOW = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # --dtype -> autocast's
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -96,7 +99,7 @@ def build_tokenizer(cfg):
 
 # ---- one step ----------------------------------------------------------------------------
 
-def train_step(model, optimizer, x, y, grad_clip=None, stats=None, grad_accum=1):
+def train_step(model, optimizer, x, y, grad_clip=None, stats=None, grad_accum=1, scaler=None):
     """One optimisation step on the batch (x, y): forward, zero_grad, backward, gradient
     clipping, optimizer step.
 
@@ -112,21 +115,24 @@ def train_step(model, optimizer, x, y, grad_clip=None, stats=None, grad_accum=1)
     every row has as many target tokens. A DistributedDataParallel model all-reduces only
     after the last micro-batch (the others run under its no_sync()).
 
-    Returns (loss as a float, the gradient norm before clipping or None without clipping).
+    scaler: a GradScaler (float16 training): losses scaled before backward, gradients
+    unscaled before clipping. Returns (loss as a float, the gradient norm before clipping
+    or None without clipping).
     """
+    scale = scaler.scale if scaler is not None else (lambda v: v)
     if grad_accum == 1:
         _, loss = model(x, y)
         optimizer.zero_grad()
-        loss.backward()
+        scale(loss).backward()
         loss = loss.item()
     else:
-        loss = _accumulate(model, optimizer, x, y, grad_accum)
+        loss = _accumulate(model, optimizer, x, y, grad_accum, scale)
     if hasattr(model, "finish_gradient_sync"):
         model.finish_gradient_sync()  # a no-op unless some parameter got no gradient
-    return loss, clip_and_step(model, optimizer, grad_clip, stats)
+    return loss, clip_and_step(model, optimizer, grad_clip, stats, scaler)
 
 
-def _accumulate(model, optimizer, x, y, n):
+def _accumulate(model, optimizer, x, y, n, scale):
     if len(x) % n:
         raise ValueError(f"train_step: {len(x)} rows do not split into {n} micro-batches")
     b = len(x) // n
@@ -139,7 +145,7 @@ def _accumulate(model, optimizer, x, y, n):
             else model.no_sync()
         with sync:
             _, loss = model(x[k * b:(k + 1) * b], y[k * b:(k + 1) * b])
-            (loss / n).backward()
+            scale(loss / n).backward()
         total += loss.item()
     return total / n
 
@@ -208,6 +214,7 @@ class _Run:
         self.torn = False   # a second interrupt stopped a step halfway: nothing to save
         self.logf = self.lock = None
         self.dist, self.net = Dist(), model  # net: what the training forward runs (DDP or model)
+        self.scaler = GradScaler(cfg.device) if cfg.dtype == "fp16" else None
         self.mark()
 
     def mark(self):
@@ -220,6 +227,8 @@ class _Run:
              "history": self.history}
         if self.pending is not None:
             s["pending"] = self.pending
+        if self.scaler is not None:
+            s["scaler"] = self.scaler.state_dict()
         return s
 
     def save(self):
@@ -241,6 +250,8 @@ class _Run:
             raise CheckpointError(f"{folder}/{ckpt.STATE}: unusable RNG state ({e})") from None
         self.history = state.get("history", [])
         self.pending = state.get("pending")
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.mark()
 
     def evaluate(self):
@@ -490,9 +501,11 @@ def _steps(run, sigs, out, stats, mfu, log):
                 loss, norm = task.step(run, stats if tracking else None)
             else:
                 x, y = _train_batch(run)
-                loss, norm = train_step(run.net, run.opt, tensor(x, device=cfg.device),
-                                        tensor(y, device=cfg.device), cfg.grad_clip,
-                                        stats=stats if tracking else None, grad_accum=cfg.grad_accum)
+                with autocast(cfg.device, dtype=_LOW[cfg.dtype], enabled=cfg.dtype != "fp32"):
+                    loss, norm = train_step(run.net, run.opt, tensor(x, device=cfg.device),
+                                            tensor(y, device=cfg.device), cfg.grad_clip,
+                                            stats=stats if tracking else None,
+                                            grad_accum=cfg.grad_accum, scaler=run.scaler)
             loss = run.dist.mean(loss)  # the mean over every rank's rows
             run.step += 1
             dt = time.perf_counter() - t0

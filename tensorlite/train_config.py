@@ -60,6 +60,7 @@ TASKS = ("addition", "sort", "reverse", "seq2seq-sort", "classify")
 CHOICES = {"task": TASKS, "tokenizer": ("char", "bpe", "gpt2"),
            "preset": tuple(PRESETS), "device": ("cpu", "cuda"),
            "kernels": ("numpy", "cpp", "triton"), "progress": PROGRESS_MODES,
+           "dtype": ("fp32", "bf16", "fp16"),
            "dist_backend": ("mpi", "nccl")}
 _PATHS = ("data", "gpt2_dir", "init_from", "model")  # kept absolute: a run resumes from anywhere
 
@@ -106,6 +107,7 @@ class TrainConfig:
     block_size: int = None      # default: the task's length, or 64 for text
     device: str = "cpu"
     kernels: str = None         # numpy | cpp | triton (None: the device's default)
+    dtype: str = "fp32"         # fp32 | bf16 | fp16: the training step under autocast
     iters: int = None           # default: 1000 for tasks, 2000 for text
     batch_size: int = None      # default: 64 for tasks, 12 for text; per micro-step
     grad_accum: int = 1         # micro-batches of batch_size per optimizer step

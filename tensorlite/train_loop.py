@@ -194,15 +194,22 @@ def tensorboard_step(tb, rec):
                 tb.add_scalar(f"stats/{key}/{group}", float(v), step)
 
 
-def clip_and_step(model, optimizer, grad_clip=None, stats=None):
+def clip_and_step(model, optimizer, grad_clip=None, stats=None, scaler=None):
     """The end of every training step once the gradients are in: --log-stats sees them
     (stats.grads), clip to grad_clip (None or 0: no clipping), stats.snapshot sees the
-    weights just before the update, then the optimizer steps. Returns the gradient norm
+    weights just before the update, then the optimizer steps (through a GradScaler, which
+    unscales first and skips a step whose gradients overflowed). Returns the gradient norm
     before clipping, or None without clipping."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     if stats is not None:
         stats.grads()
     norm = clip_grad_norm_(list(model.parameters()), grad_clip) if grad_clip else None
     if stats is not None:
         stats.snapshot()
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     return norm

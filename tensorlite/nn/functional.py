@@ -165,6 +165,8 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean", label_smoo
         tgt = tgt.long()
     t = tgt._data
     x = logits if logits.dtype.is_floating_point else logits.float()
+    if x.dtype.itemsize == 2 and fast_dtype(x.device.type) is not None:
+        x = x.float()  # autocast computes the loss in float32, as PyTorch's does
     losses = fused.FusedCrossEntropy.apply(x, tgt, ignore_index=ignore_index, label_smoothing=label_smoothing)
     if reduction == "none":
         return losses.reshape(target.shape)
