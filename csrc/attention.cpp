@@ -335,9 +335,66 @@ void run_tasks(const Problem<T>& pb, int nth, long ntasks, std::vector<Buffer>& 
 // ---------------------------------------------------------------------------------------------
 // The two passes over a whole problem (GIL released by the caller).
 
+namespace {
+
+// A few queries (decoding with a KV cache: one new token per sequence) would fill 1/64 of a
+// query tile, so the tile path computes 64x the scores it needs. Here each (batch, head,
+// query) row makes one pass over its keys -- scores and their max, then exp, sum and P v --
+// in a per-thread buffer of Tk scores. Same contract: causal is top-left aligned, a row that
+// may attend nothing gives o = 0 and lse = +inf.
+template <typename T>
+void decode_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k,
+                    const View4<T>& v, T* o, T* lse) {
+    const long D = pb.D, rows = pb.B * pb.H * pb.Tq;
+    const int nth = threads_for(pb);
+    std::vector<T> scores(size_t(nth) * size_t(std::max(pb.Tk, 1L)));  // before the team starts
+    const T ninf = -std::numeric_limits<T>::infinity();
+    tl::parallel(nth, [&](int tid, int nt) {
+        T* s = scores.data() + size_t(tid) * size_t(std::max(pb.Tk, 1L));
+        for (long r = tid; r < rows; r += nt) {
+            const long i = r % pb.Tq, h = (r / pb.Tq) % pb.H, b = r / (pb.Tq * pb.H);
+            const long kend = pb.causal ? std::min(pb.Tk, i + 1) : pb.Tk;
+            const T* qi = q.at(b, h, i);
+            T m = ninf;
+            for (long j = 0; j < kend; ++j) {
+                const T* kj = k.at(b, h, j);
+                T acc = 0;
+                for (long d = 0; d < D; ++d) acc += qi[d * q.s[3]] * kj[d * k.s[3]];
+                acc *= pb.scale;
+                if (pb.mask.p)
+                    acc += pb.mask.p[b * pb.mask.s[0] + h * pb.mask.s[1] + i * pb.mask.s[2] +
+                                     j * pb.mask.s[3]];
+                s[j] = acc;
+                m = std::max(m, acc);
+            }
+            T* oi = o + r * D;
+            for (long d = 0; d < D; ++d) oi[d] = 0;
+            if (m == ninf) {  // nothing to attend (or no keys at all)
+                lse[r] = std::numeric_limits<T>::infinity();
+                continue;
+            }
+            T l = 0;
+            for (long j = 0; j < kend; ++j) {
+                const T p = std::exp(s[j] - m);
+                l += p;
+                const T* vj = v.at(b, h, j);
+                for (long d = 0; d < D; ++d) oi[d] += p * vj[d * v.s[3]];
+            }
+            for (long d = 0; d < D; ++d) oi[d] /= l;
+            lse[r] = m + std::log(l);
+        }
+    });
+}
+
+}  // namespace
+
 template <typename T>
 void run_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, const View4<T>& v,
                  T* o, T* lse) {
+    if (pb.Tq <= kDecodeRows) {
+        decode_forward(pb, q, k, v, o, lse);
+        return;
+    }
     const long BH = pb.B * pb.H;
     std::vector<Buffer> owner;
     const int nth = threads_for(pb);

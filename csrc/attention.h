@@ -10,6 +10,8 @@ namespace tl::attn {
 // measured best against 64x128, 128x64 and 32x64 on the two benchmark shapes.
 constexpr long BQ = 64;
 constexpr long BK = 64;
+// Up to this many queries the forward takes the row-at-a-time decode path (attention.cpp).
+constexpr long kDecodeRows = 4;
 
 constexpr long round_up(long x, long m) { return (x + m - 1) / m * m; }
 
