@@ -158,6 +158,7 @@ def _abort_on_uncaught(etype, value, tb):
     (_S.prev_excepthook or sys.__excepthook__)(etype, value, tb)
     sys.stderr.flush()
     sys.stdout.flush()
+    time.sleep(0.2)  # let the launcher forward what was just printed before the job is killed
     be = _S.backend
     if be is not None:
         be.abort(1)

@@ -18,7 +18,9 @@ if dist.get_rank() == 1:
 t0 = time.monotonic()
 try:
     dist.all_reduce(t)
-except dist.DistBackendError:
-    print(f"rank 0 raised after {time.monotonic() - t0:.1f} s", flush=True)
+except dist.DistBackendError as e:
+    # the message on stdout too: the launcher may stop forwarding output as the job aborts
+    print(f"rank 0 raised after {time.monotonic() - t0:.1f} s: {type(e).__name__}: {e}",
+          flush=True)
     raise  # uncaught: the excepthook prints it and aborts the job
 print("all_reduce returned: the timeout did not fire", flush=True)
