@@ -65,11 +65,14 @@ TL_INLINE void backward_f32(const float* x, const float* dy, float* dx, int64_t 
         const float v = x[i];
         float slope;
         if (kTanh) {
-            const float z = float(kSqrt2OverPi) * (v + float(kTanhC) * v * v * v);
-            const float dz = float(kSqrt2OverPi) * (1.0f + 3.0f * float(kTanhC) * v * v);
+            // beyond |x| = 9 the slope is 1 or 0 to float precision, while v^3 and v * dz
+            // overflow (inf * 0 = NaN at |x| ~ 1e13): evaluate at the clamped point instead
+            const float c = std::fmin(std::fmax(v, -9.0f), 9.0f);
+            const float z = float(kSqrt2OverPi) * (c + float(kTanhC) * c * c * c);
+            const float dz = float(kSqrt2OverPi) * (1.0f + 3.0f * float(kTanhC) * c * c);
             const float e = tl::fast_exp(-2.0f * z);
             const float s = 1.0f / (1.0f + e);
-            slope = s + v * 2.0f * dz * (s * e * s);  // s*(1-s) = e*s^2
+            slope = s + c * 2.0f * dz * (s * e * s);  // s*(1-s) = e*s^2
         } else {
             float cdf, pdf;
             normal_cdf_pdf(v, cdf, pdf);
@@ -95,9 +98,10 @@ TL_INLINE void backward_f64(const double* x, const double* dy, double* dx, int64
         const double v = x[i];
         double slope;
         if (kTanh) {
-            const double t = std::tanh(kSqrt2OverPi * (v + kTanhC * v * v * v));
-            const double dz = kSqrt2OverPi * (1.0 + 3.0 * kTanhC * v * v);
-            slope = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * dz;
+            const double c = std::fmin(std::fmax(v, -20.0), 20.0);  // as in float32: no inf * 0
+            const double t = std::tanh(kSqrt2OverPi * (c + kTanhC * c * c * c));
+            const double dz = kSqrt2OverPi * (1.0 + 3.0 * kTanhC * c * c);
+            slope = 0.5 * (1.0 + t) + 0.5 * c * (1.0 - t * t) * dz;
         } else {
             slope = 0.5 * std::erfc(-v * kInvSqrt2) + v * std::exp(-0.5 * v * v) * kInvSqrt2Pi;
         }

@@ -182,3 +182,16 @@ def test_cpp_guards_name_the_kernel():
         C.gelu_forward(np.zeros(3, np.int32), "none")
     with pytest.raises(ValueError, match="gelu_backward"):
         C.gelu_backward(np.zeros(3), np.zeros(4), "none")
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpp_tanh_gradient_saturates_at_huge_inputs(dtype):
+    # v^3 and v * dz overflow far out (inf * 0 = NaN at |x| ~ 1e13 in float32): the slope
+    # there is 0 or 1, as the float64 reference says
+    C = load("cpp")
+    x = np.array([-1e30, -1e15, -5e12, -1e6, -30, -9.5, -9, 9, 9.5, 30, 1e6, 5e12, 1e15, 1e30], dtype)
+    g = C.gelu_backward(x, np.ones_like(x), "tanh")
+    want = R.gelu_backward(x.astype(np.float64), np.ones(x.shape), "tanh")
+    assert np.isfinite(g).all()
+    np.testing.assert_allclose(g, want, rtol=0, atol=1e-6 if dtype == np.float32 else 1e-15)
