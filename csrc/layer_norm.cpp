@@ -9,6 +9,22 @@
 
 namespace {
 
+// 1 / sqrt(var + eps) of a row whose squared deviations overflow T (|x| >~ 1e19 in
+// float32): the deviations divided by the largest one are squared instead, and the scale
+// brought back outside the root. Rare rows only, so the plain pass stays the fast one.
+template <class T>
+T scaled_rstd(const T* x, T mu, int64_t C, double eps) {
+    T m = 0;
+    for (int64_t j = 0; j < C; ++j) m = std::max(m, std::fabs(x[j] - mu));
+    if (!(m > 0) || !std::isfinite(m)) return T(0);  // inf/nan inputs: no finite answer
+    T ss = 0;
+    for (int64_t j = 0; j < C; ++j) {
+        const T d = (x[j] - mu) / m;
+        ss += d * d;
+    }
+    return (T(1) / m) / std::sqrt(ss / T(C) + T(eps) / m / m);
+}
+
 // Two passes over the row (mean, then centred variance): E[x^2]-E[x]^2 cancels badly
 // when |mean| >> std.
 template <class T>
@@ -22,7 +38,8 @@ TL_INLINE void forward_rows(const T* x, const T* w, const T* b, T* y, T* mean, T
         T ss = 0;
 #pragma omp simd reduction(+ : ss)
         for (int64_t j = 0; j < C; ++j) ss += (x[j] - mu) * (x[j] - mu);
-        const T rs = T(1) / std::sqrt(ss / T(C) + T(eps));
+        T rs = T(1) / std::sqrt(ss / T(C) + T(eps));
+        if (!std::isfinite(ss)) rs = scaled_rstd(x, mu, C, eps);  // squares overflowed
         mean[r] = mu;
         rstd[r] = rs;
         if (w && b) {

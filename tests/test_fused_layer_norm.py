@@ -241,3 +241,23 @@ def test_cpp_guards_name_the_kernel():
         C.layer_norm_backward(x, x, None, mean[:2], rstd)
     with pytest.raises(ValueError, match="layer_norm_backward"):
         C.layer_norm_backward(x[:2], x, None, mean, rstd)
+
+
+@needs_cpp
+@pytest.mark.parametrize("scale", [2e19, 1e25, 1e36])
+def test_cpp_float32_rows_whose_squares_overflow(scale):
+    # squared deviations beyond float32's range used to give rstd 0 and an all-zero output
+    C = load("cpp")
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 256)) * scale).astype(np.float32)
+    w = rng.standard_normal(256).astype(np.float32)
+    b = rng.standard_normal(256).astype(np.float32)
+    dy = rng.standard_normal((3, 256)).astype(np.float32)
+    y, mean, rstd = C.layer_norm_forward(x, w, b, 1e-5)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    y64, mean64, rstd64 = R.layer_norm_forward(x64, w64, b64, 1e-5)
+    np.testing.assert_allclose(y, y64, rtol=0, atol=1e-4 * np.abs(y64).max())
+    dx, dw, db = C.layer_norm_backward(dy, x, w, mean, rstd)
+    dx64, dw64, _ = R.layer_norm_backward(dy.astype(np.float64), x64, w64, mean64, rstd64)
+    np.testing.assert_allclose(dx, dx64, rtol=1e-4, atol=1e-4 * np.abs(dx64).max())
+    np.testing.assert_allclose(dw, dw64, rtol=1e-4, atol=1e-4 * np.abs(dw64).max())
