@@ -14,9 +14,11 @@ TL_INLINE void forward_rows(const T* x, T* y, int64_t rows, int64_t n) {
             const T sum = tl::sum_over<T>(n, [&](int64_t j, bool) TL_LAMBDA {
                 return tl::fast_exp(x[j] - m);
             });
-            const T shift = m + std::log(sum);
+            // (x - m) - log(sum), not x - (m + log(sum)): for offset logits (m ~ 1e4) the sum
+            // m + log(sum) would round to m's ulp (1e-3 in float32) and shift every output
+            const T ls = std::log(sum);
 #pragma omp simd
-            for (int64_t j = 0; j < n; ++j) y[j] = x[j] - shift;
+            for (int64_t j = 0; j < n; ++j) y[j] = (x[j] - m) - ls;
         } else {
             const T sum = tl::sum_over<T>(n, [&](int64_t j, bool keep) TL_LAMBDA {
                 const T e = tl::fast_exp(x[j] - m);

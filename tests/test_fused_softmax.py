@@ -197,3 +197,16 @@ def test_cpp_guards_name_the_kernel():
         C.softmax_backward(np.ones((2, 3)), np.ones((3, 2)))
     with pytest.raises(ValueError, match="softmax_forward"):
         C.softmax_forward(np.array(1.0))
+
+
+@needs_cpp
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e4, 3e4])
+def test_cpp_log_softmax_of_offset_logits_is_as_accurate_as_numpy(offset):
+    # computing x - (max + log(sum)) rounds the shift to max's ulp (1e-3 at 1e4 in float32);
+    # the kernel subtracts the two separately, as the reference does
+    C = load("cpp")
+    x = (np.random.default_rng(0).standard_normal((32, 500)) * 3 + offset).astype(np.float32)
+    truth = R.log_softmax_forward(x.astype(np.float64))
+    err_cpp = np.abs(C.log_softmax_forward(x) - truth).max()
+    err_ref = np.abs(R.log_softmax_forward(x) - truth).max()
+    assert err_cpp <= 2 * err_ref + 1e-7, (err_cpp, err_ref)
