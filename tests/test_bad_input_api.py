@@ -58,3 +58,14 @@ def test_generate_refuses_bad_sampling(gpt, kw, message):
     n = args.pop("max_new_tokens")
     with pytest.raises(ValueError, match="generate: " + message):
         gpt.generate(tl.tensor([[1, 2]]), n, **args)
+
+
+def test_load_state_dict_refuses_integer_data_for_float_weights():
+    import numpy as np
+    lin = tl.nn.Linear(2, 3)
+    sd = {k: v.detach().numpy() for k, v in lin.state_dict().items()}
+    sd["weight"] = sd["weight"].astype(np.int32)
+    with pytest.raises(RuntimeError, match=r"dtype mismatch: weight: checkpoint int32 vs model float32"):
+        lin.load_state_dict(sd)
+    sd["weight"] = sd["weight"].astype(np.float64)  # another float dtype is cast, as in PyTorch
+    lin.load_state_dict(sd)

@@ -234,12 +234,16 @@ class Module:
         tied = _tied_sources(own, state_dict)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        mismatched = []
+        mismatched, wrong = [], []
         for k, v in state_dict.items():
             if k in own:
                 shape = tuple(v.shape)
                 if shape != own[k].shape:
                     mismatched.append(f"{k}: checkpoint {shape} vs model {own[k].shape}")
+                dt = getattr(v.dtype, "np", v.dtype)  # a tensorlite dtype or a NumPy one
+                if own[k].dtype.is_floating_point and np.dtype(dt).kind not in "fcV":
+                    # integer or bool data cast into float weights: a file of the wrong kind
+                    wrong.append(f"{k}: checkpoint {np.dtype(dt).name} vs model {own[k].dtype.name}")
         problems = []
         if strict and any(k not in tied for k in missing):
             problems.append("missing keys: " + ", ".join(k for k in missing if k not in tied))
@@ -247,6 +251,8 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if mismatched:
             problems.append("shape mismatch: " + "; ".join(mismatched))
+        if wrong:
+            problems.append("dtype mismatch: " + "; ".join(wrong))
         if problems:
             raise RuntimeError(f"error loading state_dict into {type(self).__name__}: "
                                + " | ".join(problems))
