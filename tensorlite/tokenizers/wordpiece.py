@@ -55,19 +55,8 @@ _WORDPIECE_CLEANUP = (
     (" 're", "'re"),
 )
 # transformers' clean_up_tokenization_spaces, on the whole decoded text (off unless the
-# folder's tokenizer_config.json turns it on).
-_SPACES_CLEANUP = (
-    (" .", "."),
-    (" ?", "?"),
-    (" !", "!"),
-    (" ,", ","),
-    (" ' ", "'"),
-    (" n't", "n't"),
-    (" 'm", "'m"),
-    (" 's", "'s"),
-    (" 've", "'ve"),
-    (" 're", "'re"),
-)
+# folder's tokenizer_config.json turns it on): the same replacements but " do not".
+_SPACES_CLEANUP = tuple(p for p in _WORDPIECE_CLEANUP if p[0] != " do not")
 
 
 class WordPieceTokenizer:
