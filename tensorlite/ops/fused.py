@@ -6,7 +6,7 @@ Shapes: B batch, H heads, T (Tq, Tk) sequence, D head dim, C channels, N rows, V
 """
 from ..autograd.function import Function
 from ..backend.device import xp_of
-from ..backend.registry import DTYPES, get_provider
+from ..backend.registry import DTYPES, get_provider, load, warn_once
 from . import fused_checks as check
 
 
@@ -44,6 +44,44 @@ def _narrow(ctx, *arrays):
 def _wide(ctx, a):
     """A gradient arriving in the half dtype, widened like the forward's inputs were."""
     return a if ctx.half is None or a is None else a.astype("float32")
+
+
+_F32_MAX = 3.4028234663852886e38
+
+
+def _attention(ctx, mod, q, k, v, mask, is_causal, scale):
+    """The provider's attention forward, except when float32 scores overflow.
+
+    A float32 score q.k * scale beyond 3.4e38 is +-inf in every provider: the row then
+    looks like one that attends no key (lse = +inf, o = 0) and its backward is NaN. Such
+    a call is redone in float64 by the reference (where no float32 product can overflow)
+    and its backward stays there; ctx.f64 keeps the dtype to round back to. The test is
+    the cheap one first (lse is B*H*Tq numbers) and the bound only when a row is empty,
+    so that rows a mask empties on purpose keep their fast path."""
+    o, lse = mod.attention_forward(q, k, v, mask, is_causal, scale)
+    ctx.f64 = None
+    if q.dtype.itemsize != 4 or bool((lse < float("inf")).all()):
+        return q, k, v, mask, o, lse
+    xp = xp_of(q)
+    # max(1, scale): a provider may form q.k before scaling it, which overflows first
+    bound = float(xp.abs(q).max()) * float(xp.abs(k).max()) * q.shape[-1] * max(1.0, abs(scale))
+    if not _F32_MAX <= bound < float("inf"):  # emptied by the mask (or inf/nan inputs)
+        return q, k, v, mask, o, lse
+    warn_once("attention-f64", f"attention: float32 scores can overflow (max|q| * max|k| * D * "
+              f"max(1, scale) = {bound:.3g} > 3.4e38); such calls are recomputed in float64 by the "
+              "numpy reference, which is slower")
+    ctx.f64, ctx.mod = q.dtype, load("numpy")
+    q, k, v, mask = (None if a is None else a.astype("float64") for a in (q, k, v, mask))
+    o, lse = ctx.mod.attention_forward(q, k, v, mask, is_causal, scale)
+    return q, k, v, mask, o, lse
+
+
+def _f32(ctx, *arrays):
+    """Round the float64 results of an overflowing attention call back to its dtype."""
+    if ctx.f64 is None:
+        return arrays if len(arrays) > 1 else arrays[0]
+    out = tuple(None if a is None else a.astype(ctx.f64) for a in arrays)
+    return out if len(out) > 1 else out[0]
 
 
 class FusedSoftmax(Function):
@@ -131,16 +169,18 @@ class FusedAttention(Function):
         name, mod = _provider(ctx)
         q, k, v, mask = _widen(ctx, name, q, k, v, mask)
         check.attention(name, q, k, v, mask, scale)
-        o, lse = mod.attention_forward(q, k, v, mask, is_causal, scale)  # lse (B, H, Tq)
-        ctx.save_for_backward(q, k, v, o)
+        q, k, v, mask, o, lse = _attention(ctx, mod, q, k, v, mask, is_causal, scale)
+        ctx.save_for_backward(q, k, v, o)  # lse (B, H, Tq)
         ctx.lse, ctx.mask, ctx.is_causal, ctx.scale = lse, mask, is_causal, scale
-        return _narrow(ctx, o)
+        return _narrow(ctx, _f32(ctx, o))
 
     @staticmethod
     def backward(ctx, g):
         q, k, v, o = ctx.saved
-        dq, dk, dv = _narrow(ctx, *ctx.mod.attention_backward(q, k, v, o, ctx.lse, _wide(ctx, g),
-                                                              ctx.mask, ctx.is_causal, ctx.scale))
+        g = _wide(ctx, g) if ctx.f64 is None else g.astype("float64")
+        grads = ctx.mod.attention_backward(q, k, v, o, ctx.lse, g, ctx.mask, ctx.is_causal,
+                                           ctx.scale)
+        dq, dk, dv = _narrow(ctx, *_f32(ctx, *grads))
         return dq, dk, dv, None
 
 
@@ -192,24 +232,25 @@ class FusedPackedSelfAttention(Function):
         qkv, = _widen(ctx, name, qkv)
         q, k, v = FusedPackedSelfAttention._heads(qkv, n_head)
         check.attention(name, q, k, v, None, scale)
-        o, lse = mod.attention_forward(q, k, v, None, is_causal, scale)  # o (B, H, T, D)
-        ctx.save_for_backward(qkv)
+        _, _, _, _, o, lse = _attention(ctx, mod, q, k, v, None, is_causal, scale)  # o (B, H, T, D)
+        ctx.save_for_backward(qkv if ctx.f64 is None else qkv.astype("float64"))
         ctx.o, ctx.lse, ctx.n_head, ctx.is_causal, ctx.scale = o, lse, n_head, is_causal, scale
         B, H, T, D = o.shape
-        return _narrow(ctx, o.transpose(0, 2, 1, 3).reshape(B, T, H * D))  # (B, T, C)
+        return _narrow(ctx, _f32(ctx, o.transpose(0, 2, 1, 3).reshape(B, T, H * D)))  # (B, T, C)
 
     @staticmethod
     def backward(ctx, g):
         qkv, = ctx.saved
         q, k, v = FusedPackedSelfAttention._heads(qkv, ctx.n_head)
         B, H, T, D = ctx.o.shape
-        do = _wide(ctx, g).reshape(B, T, H, D).transpose(0, 2, 1, 3)     # (B, H, T, D)
+        g = _wide(ctx, g) if ctx.f64 is None else g.astype("float64")
+        do = g.reshape(B, T, H, D).transpose(0, 2, 1, 3)                # (B, H, T, D)
         grads = ctx.mod.attention_backward(q, k, v, ctx.o, ctx.lse, do, None, ctx.is_causal,
                                            ctx.scale)
         dqkv = xp_of(g).empty((B, T, 3, H, D), dtype=qkv.dtype)
         for i, d in enumerate(grads):
             dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
-        return (_narrow(ctx, dqkv.reshape(qkv.shape)),)
+        return (_narrow(ctx, _f32(ctx, dqkv.reshape(qkv.shape))),)
 
 
 def adamw_step(device_type, params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps,
