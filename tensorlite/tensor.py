@@ -322,6 +322,23 @@ class Tensor(OperatorMixin, ShapeMixin, SelectionMixin, LinalgMixin, CreationMix
         node.hooks.append(wrapped)
         return _HookHandle(node.hooks, wrapped)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """hook(tensor) runs during backward right after this leaf's .grad was accumulated
+        (after the register_hook hooks, which see the gradient before it is added); it
+        returns None. Not run by autograd.grad, which accumulates nothing."""
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf "
+                               "tensors: a non-leaf tensor accumulates no .grad (use "
+                               "register_hook, or retain_grad)")
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require grad")
+        node = edge_of(self)
+        self._hook_node = node  # keep the AccumulateGrad node alive with the tensor
+        if node.post_hooks is None:
+            node.post_hooks = []
+        node.post_hooks.append(hook)
+        return _HookHandle(node.post_hooks, hook)
+
     def _accumulate_grad(self, g):
         if tuple(g.shape) != self.shape:
             raise RuntimeError(f"gradient of shape {shape_str(g.shape)} does not match the "

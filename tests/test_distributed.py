@@ -99,6 +99,14 @@ def test_ddp_behaviours_on_two_ranks():
     assert "ddp features ok rank 0" in out and "ddp features ok rank 1" in out, out
 
 
+@needs_mpi
+def test_ddp_grads_are_averaged_when_backward_returns():
+    # no finish_gradient_sync(): post-accumulate-grad hooks and an end-of-backward callback
+    rc, out = run_mpi(2, "ddp_backward_sync.py")
+    assert rc == 0, out
+    assert "ddp backward sync ok rank 0" in out and "ddp backward sync ok rank 1" in out, out
+
+
 def _weights(path):
     with np.load(path) as z:
         return {k: z[k] for k in z.files}

@@ -74,12 +74,15 @@ class Node:
 
 
 class AccumulateGrad(Node):
-    """The graph's sink for a leaf tensor: adds the arriving gradient into leaf.grad."""
-    __slots__ = ("variable",)
+    """The graph's sink for a leaf tensor: adds the arriving gradient into leaf.grad.
+    hooks (Node's) run on the gradient before that; post_hooks run with the tensor after
+    it (Tensor.register_post_accumulate_grad_hook)."""
+    __slots__ = ("variable", "post_hooks")
 
     def __init__(self, variable):
         super().__init__(AccumulateGrad, None, ())
         self.variable = variable
+        self.post_hooks = None
 
     def name(self):
         return "AccumulateGrad"

@@ -3,27 +3,28 @@ process group (tensorlite.distributed.init_process_group).
 
 Each rank holds a full replica and runs its own part of the batch. At construction rank 0's
 parameters and buffers are copied to every rank. During backward, a hook on each parameter
-(Tensor.register_hook, which the engine runs with the parameter's complete gradient just
-before adding it into .grad) copies the gradient, divided by the world size, into a flat
-bucket; a bucket whose parameters are all in is all-reduced at once, non-blocking, while
-the backward goes on with the layers below. Buckets hold parameters in reverse order
-(roughly the order backward produces their gradients) and are launched strictly in bucket
-order, the same on every rank, as collectives require.
+(Tensor.register_post_accumulate_grad_hook, which the engine runs right after adding the
+parameter's gradient into .grad) copies .grad, divided by the world size, into a flat
+bucket; reading the accumulated .grad is what folds in gradients accumulated under
+no_sync(). A bucket whose parameters are all in is all-reduced at once, non-blocking,
+while the backward goes on with the layers below. Buckets hold parameters in reverse
+order (roughly the order backward produces their gradients) and are launched strictly in
+bucket order, the same on every rank, as collectives require.
 
-The engine has no end-of-backward callback (PyTorch's queue_callback) and no hook after
-a gradient is accumulated (register_post_accumulate_grad_hook), so the sync is finished
-from inside the hook of the last parameter to arrive: it waits for every bucket, writes
-the averaged gradients into .grad, and hands its own parameter's average back to the
-engine as the gradient to accumulate (with .grad cleared, so the engine stores exactly
-that). When some parameters get no gradient that hook never comes: call
-finish_gradient_sync() after backward (it is a no-op when the sync already finished), or
-pass find_unused_parameters=True so forward finds them by walking the graph.
+The hook of the last parameter to arrive queues an end-of-backward callback
+(autograd.queue_callback), as PyTorch's reducer does: once backward has finished, it
+waits for every bucket and writes the averages into .grad, so that loss.backward()
+returns with synchronised gradients. When some parameters get no gradient that hook
+never comes: call finish_gradient_sync() after backward (it is a no-op when the sync
+already finished), or pass find_unused_parameters=True so forward finds them by walking
+the graph.
 """
 import contextlib
 import time
 
 import numpy as np
 
+from ..autograd.engine import queue_callback
 from ..autograd.function import AccumulateGrad
 from ..autograd.grad_mode import is_grad_enabled
 from ..backend.device import xp_of
@@ -76,7 +77,8 @@ class DistributedDataParallel(Module):
         self._reset()
         self._armed = False
         self.comm_stats = {"wait_s": 0.0, "launches": 0, "bytes": 0, "syncs": 0}
-        self._hook_handles = [p.register_hook(self._hook_for(i)) for i, p in enumerate(self._params)]
+        self._hook_handles = [p.register_post_accumulate_grad_hook(self._hook_for(i))
+                              for i, p in enumerate(self._params)]
 
     # ---- construction ---------------------------------------------------------------
     def _check_same_model(self):
@@ -170,41 +172,42 @@ class DistributedDataParallel(Module):
             used = _reachable_leaves(out)
             for i, p in enumerate(self._params):
                 if id(p) not in used:
-                    self._mark_ready(i, None)
+                    self._mark_ready(i, got=False)
             if self._n_ready == len(self._params):  # no gradient will come: sync now
                 self._finalize()
 
     # ---- the gradient hooks -----------------------------------------------------------
     def _hook_for(self, i):
-        def hook(g):
+        def hook(p):
             if not self._armed:
-                return None  # no_sync(), eval, or a forward that bypassed the wrapper
+                return  # no_sync(), eval, or a forward that bypassed the wrapper
             if self._ready[i]:
                 raise RuntimeError(
                     f"DistributedDataParallel: parameter {self._names[i]} got a second gradient "
                     "in one synced backward (backward twice after one forward?)")
-            self._mark_ready(i, g._data)
+            self._mark_ready(i, got=True)
             if self._n_ready == len(self._params):
-                return self._finalize(current=i)
-            return None
+                # not _finalize here: hooks of other leaves may still run in this backward
+                queue_callback(self._end_of_backward)
         return hook
 
-    def _mark_ready(self, i, g):
-        """Put parameter i's gradient (what .grad will hold after this backward) into its
-        bucket slot, pre-divided by the world size as PyTorch does."""
+    def _end_of_backward(self):
+        if self._armed:  # unless finish_gradient_sync already ran from a hook
+            self._finalize()
+
+    def _mark_ready(self, i, got):
+        """Put parameter i's .grad (the sum of this backward's gradient, if got, and what
+        accumulated before; zeros if it has none) into its bucket slot, pre-divided by the
+        world size as PyTorch does."""
         p, slot = self._params[i], self._slot[i]
-        xp = xp_of(slot)
-        cur = p.grad._data if p.grad is not None else None
-        if g is None and cur is None:
+        if p.grad is None:
             slot[...] = 0
-        elif g is None or cur is None:
-            slot[...] = (g if cur is None else cur).reshape(-1)
         else:
-            xp.add(cur.reshape(-1), g.reshape(-1), out=slot)
+            slot[...] = p.grad._data.reshape(-1)
         if self.world_size > 1:
             slot /= self.world_size
         self._ready[i] = True
-        self._got[i] = g is not None
+        self._got[i] = got
         self._n_ready += 1
         b = self._bucket_of[i]
         b.pending -= 1
@@ -230,10 +233,10 @@ class DistributedDataParallel(Module):
             return
         for i in range(len(self._params)):
             if not self._ready[i]:
-                self._mark_ready(i, None)
+                self._mark_ready(i, got=False)
         self._finalize()
 
-    def _finalize(self, current=None):
+    def _finalize(self):
         self._launch_ready()
         t0 = time.perf_counter()
         n = len(self._buckets)
@@ -244,7 +247,7 @@ class DistributedDataParallel(Module):
         self.comm_stats["syncs"] += 1
         self._armed = False
         for i, p in enumerate(self._params):
-            if i == current or (used is not None and not used[i]):
+            if used is not None and not used[i]:
                 continue
             avg = self._slot[i].reshape(p.shape)
             if p.grad is None:
@@ -252,13 +255,6 @@ class DistributedDataParallel(Module):
             else:
                 p.grad._data[...] = avg
                 p.grad._version.value += 1
-        if current is None:
-            return None
-        # the engine adds what this hook returns into .grad right after: clear .grad so that
-        # what it stores is exactly the average
-        p = self._params[current]
-        p.grad = None
-        return Tensor._make(self._slot[current].reshape(p.shape), p.device)
 
     def _globally_used(self):
         """Whether any rank has a gradient for each parameter: one where none has stays
