@@ -8,7 +8,8 @@ config.json "model" object ({"kind": "classify", "config": the classifier's conf
 the learning rate of a step (linear warmup, then linear decay to 0: HF's recipe), one
 training step, the evaluation (held-out accuracy and loss over the whole held-out split)
 and the tokenizer's files. Batches are a pure function of (seed, step)
-(data.classify.TextClassificationData.train_batch), so a resume needs no data RNG; the
+(data.classify.TextClassificationData.train_batch), drawn through a DataLoader whose batch
+sampler (StepBatches) starts at the run's step, so a resume needs no data RNG; the
 loop already saves the tl RNG that dropout draws from.
 
 The run folder holds the tokenizer as WordPiece's own files (vocab.txt,
@@ -39,6 +40,7 @@ from .models.bert import (
     classification_config,
 )
 from .tokenizers import from_pretrained as tokenizer_from_pretrained
+from .utils.data import DataLoader, Dataset, Sampler
 
 KIND = "classify"
 TASK = "classify"
@@ -191,9 +193,20 @@ class ClassifyTask:
         c = self.cfg
         return c.lr * lr_factor(step, c.warmup, c.iters, "linear")
 
+    def loader(self, start):
+        """The DataLoader of training batches start, start + 1, ...: StepBatches picks each
+        one's examples, the collate tokenises them (data.classify's train_batch)."""
+        c, d = self.cfg, self.data
+        return DataLoader(Examples(len(d.texts)),
+                          batch_sampler=StepBatches(d, c.batch_size, c.seed, start),
+                          collate_fn=lambda ids: d.encode(ids, self.tokenizer, c.max_length))
+
     def step(self, run, stats=None):
         c = self.cfg
-        b = self.data.train_batch(run.step, self.tokenizer, c.batch_size, c.max_length, seed=c.seed)
+        if getattr(self, "_next", None) != run.step:  # the first step, or a hand-set one
+            self._batches = iter(self.loader(run.step))
+        b = next(self._batches)
+        self._next = run.step + 1
         b = {k: (v if k == "labels" else tensor(v, device=c.device)) for k, v in b.items()}
         return classifier_step(run.model, run.opt, b, c.grad_clip, stats)
 
@@ -203,6 +216,36 @@ class ClassifyTask:
 
     def save_tokenizer(self, out):
         self.tokenizer.save_pretrained(out)
+
+
+class Examples(Dataset):
+    """Item i is example i's id, i: the collate tokenises a batch of them at once, padded
+    to its longest row (TextClassificationData.encode)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(f"example {i} of {self.n}")
+        return int(i)
+
+
+class StepBatches(Sampler):
+    """Endless: batch s (from `start` on) holds the examples train_batch_ids(s, batch_size,
+    seed), a pure function of the step, so a resumed run starts at its step."""
+
+    def __init__(self, data, batch_size, seed, start=0):
+        self.data, self.batch_size, self.seed, self.start = data, batch_size, seed, start
+
+    def __iter__(self):
+        s = self.start
+        while True:
+            yield self.data.train_batch_ids(s, self.batch_size, seed=self.seed).tolist()
+            s += 1
 
 
 def _jsonable(d):

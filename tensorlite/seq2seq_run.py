@@ -20,12 +20,14 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .backend.device import to_numpy
-from .data.seq2seq_tasks import CHARS, SPECIALS, get_seq2seq_task
+from .data.seq2seq_tasks import CHARS, SPECIALS, get_seq2seq_task, make_batch
 from .errors import UsageError
 from .factories import tensor
 from .models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from .tensor import Tensor
 from .tokenizers import CharTokenizer
+from .train_data import LoaderData
+from .utils.data import Dataset
 
 # the command's task name -> data.seq2seq_tasks' (`sort` already names the GPT's SortTask)
 TASKS = {"reverse": "reverse", "seq2seq-sort": "sort"}
@@ -83,23 +85,46 @@ def _used_width(a, pad):
     return int(used[-1]) + 1 if len(used) else 1
 
 
-class Seq2SeqTaskData:
-    """A seq2seq task presented as train.py's data: packed batches, a tokenizer, the model
-    and its held-out exact match."""
+class PackedPairs(Dataset):
+    """A seq2seq task's examples as a Dataset keyed by source string: item `source` is its
+    packed (x, y) rows, x (src_len + tgt_len,) and y (tgt_len,), as pack() makes them."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __getitem__(self, source):
+        return self.__getitems__([source])[0]
+
+    def __getitems__(self, sources):
+        x, y = self.data.pack(make_batch([(s, self.data.task.target(s)) for s in sources]))
+        return list(zip(x, y))
+
+
+class Seq2SeqTaskData(LoaderData):
+    """A seq2seq task presented as train.py's data: packed batches (the next batch of a
+    DataLoader over PackedPairs, whose sampler draws sources with the task's sample_train,
+    as its get_batch does), a tokenizer, the model and its held-out exact match."""
 
     def __init__(self, cfg):
         self.task = get_seq2seq_task(TASKS[cfg.task], seed=cfg.seed)
         self.tokenizer = task_tokenizer()
         self.src_len, self.tgt_len = self.task.max_src_len, self.task.max_tgt_len
         self.block_size = self.src_len + self.tgt_len  # positions per packed row
+        self.pairs = PackedPairs(self)
 
-    def batch(self, split, batch_size, block_size, rng):
-        b = self.task.get_batch(batch_size, rng)
-        pad = self.task.pad_id
-        x = np.full((batch_size, self.block_size), pad, dtype=np.int64)
+    def dataset(self, split, block_size):
+        return self.pairs
+
+    def draw(self, n, rng):
+        return self.task.sample_train(n, rng)
+
+    def pack(self, b):
+        """A Seq2SeqBatch -> the loop's (x, y), padded to the task's longest rows."""
+        n, pad = len(b.src), self.task.pad_id
+        x = np.full((n, self.block_size), pad, dtype=np.int64)
         x[:, :b.src.shape[1]] = b.src
         x[:, self.src_len:self.src_len + b.tgt_in.shape[1]] = b.tgt_in
-        y = np.full((batch_size, self.tgt_len), pad, dtype=np.int64)
+        y = np.full((n, self.tgt_len), pad, dtype=np.int64)
         y[:, :b.tgt_out.shape[1]] = b.tgt_out
         return x, y
 

@@ -6,8 +6,10 @@ evaluation, logging and crash-safe checkpoints. `tensorlite train` is a thin lay
 
 train() checks its inputs (train_config.py), sets up (or resumes) the run, then repeats
 train_step(), the forward/backward/update of one batch, which a hand-written loop can call
-on its own. Checkpoints are folders published by a rename (checkpoint.py); a resumed run
-continues bit-exactly however the previous one ended: Ctrl-C, SIGTERM or kill -9.
+on its own. The batches are a DataLoader's over the text file's windows or the task's
+examples (train_data.py), its sampler drawing from the run's data generator. Checkpoints
+are folders published by a rename (checkpoint.py); a resumed run continues bit-exactly
+however the previous one ended: Ctrl-C, SIGTERM or kill -9.
 """
 import contextlib
 import json
@@ -26,8 +28,7 @@ from .backend.device import cuda_unavailable_reason
 from .backend.registry import provider_name, set_kernels
 from .checkpoint import latest_checkpoint  # noqa: F401  (part of this module's API)
 from .classify_run import ClassifyTask
-from .data.tasks import AdditionTask, SortTask
-from .data.text import DataError, TokenFile, _read_utf8
+from .data.text import DataError
 from .distributed import DistributedDataParallel
 from .errors import UsageError
 from .factories import tensor
@@ -42,59 +43,16 @@ from .seq2seq_run import Seq2SeqTaskData, is_seq2seq_task, run_is_seq2seq
 from .serialization import CheckpointError, atomic_write_bytes
 from .stats import TrainingStats
 from .summary import MFUMeter
-from .tokenizers import BPETokenizer, CharTokenizer, load_gpt2_tokenizer, load_tokenizer
+from .tokenizers import load_tokenizer
 from .train_loop import (NO_LOCK, clip_and_step, TENSORBOARD_DIR, Dist, Signals, check_writable,  # noqa: F401
                          my_rows, open_tensorboard, start_distributed, tensorboard_step,
                          tensorboard_writer_class)
+from .train_data import TaskData, TextData, build_tokenizer, task_accuracy  # noqa: F401
 from .train_config import (LIMITS, PRESETS, TrainConfig, check_fields, check_resume,  # noqa: F401
                            data_fingerprint, describe_config, fill_from_run, limit_text,
                            resume_config, saved_form, saved_train_config)
 
 _LOW = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # --dtype -> autocast's
-
-
-# ---- data --------------------------------------------------------------------------------
-
-class TaskData:
-    """A built-in task, presented like a text dataset: batches and a tokenizer."""
-
-    def __init__(self, cfg):
-        self.task = AdditionTask(n_digits=cfg.task_digits, seed=cfg.seed) if cfg.task == "addition" \
-            else SortTask(seed=cfg.seed)
-        self.tokenizer = CharTokenizer(list(self.task.chars))
-        self.block_size = self.task.block_size
-
-    def batch(self, split, batch_size, block_size, rng):
-        return self.task.get_batch(batch_size, rng)
-
-    def accuracy(self, model, device):
-        return task_accuracy(model, self.task, device)
-
-
-class TextData:
-    def __init__(self, cfg, tokenizer, out_dir):
-        self.tokenizer = tokenizer
-        key = json.dumps(tokenizer.to_dict(), sort_keys=True)
-        self.file = TokenFile(cfg.data, tokenizer, tokenizer_key=key, cache_dir=out_dir,
-                              block_size=cfg.block_size)
-        self.block_size = cfg.block_size
-
-    def batch(self, split, batch_size, block_size, rng):
-        return self.file.get_batch(split, batch_size, block_size, rng)
-
-
-def build_tokenizer(cfg):
-    if cfg.tokenizer == "gpt2":
-        if not cfg.gpt2_dir:
-            raise UsageError("--tokenizer gpt2 needs --gpt2-dir, a folder with GPT-2's "
-                             "encoder.json and vocab.bpe")
-        return load_gpt2_tokenizer(cfg.gpt2_dir)
-    text = _read_utf8(cfg.data)
-    if not text:
-        raise UsageError(f"data file {cfg.data} is empty")
-    if cfg.tokenizer == "char":
-        return CharTokenizer.from_text(text)
-    return BPETokenizer.train(text, cfg.vocab_size)
 
 
 # ---- one step ----------------------------------------------------------------------------
@@ -530,13 +488,15 @@ def _steps(run, sigs, out, stats, mfu, log):
 
 
 def _train_batch(run):
+    """This rank's rows of the step's batch: the next batch of the data's DataLoader, whose
+    sampler draws from run.rng (train_data.py)."""
     cfg, world, rank = run.cfg, run.dist.world, run.dist.rank
-    if cfg.grad_accum == 1 and world == 1:  # the draw of runs from before --grad-accum
-        return run.data.batch("train", cfg.batch_size, cfg.block_size, run.rng)
     # one global batch on every rank, so that batch B x accum A x N ranks trains on what
     # batch B*A*N does alone; each rank keeps its share (docs/DISTRIBUTED.md)
     x, y = run.data.batch("train", cfg.batch_size * cfg.grad_accum * world, cfg.block_size,
                           run.rng)
+    if cfg.grad_accum == 1 and world == 1:
+        return x, y
     return my_rows(x, cfg.batch_size, cfg.grad_accum, rank), \
         my_rows(y, cfg.batch_size, cfg.grad_accum, rank)
 
@@ -579,14 +539,6 @@ def _should_stop(run, rec, log):
 
 def _tokens_per_step(cfg):
     return cfg.batch_size * cfg.grad_accum * cfg.block_size
-
-
-def task_accuracy(model, task, device, n=None):
-    """Held-out exact match with greedy decoding (KV cache)."""
-    def predict(prompts, n_new):
-        idx = tensor(prompts, device=device)
-        return model.generate(idx, n_new, temperature=0).numpy()[:, prompts.shape[1]:]
-    return float(task.evaluate(predict, n=n))
 
 
 def _provider_name(device):

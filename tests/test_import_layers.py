@@ -31,7 +31,7 @@ LAYERS = [
                "tensorlite.finetune", "tensorlite.train", "tensorlite.generate",
                "tensorlite.plots", "tensorlite.progress", "tensorlite.train_config",
                "tensorlite.finetune_classifier", "tensorlite.seq2seq_run",
-               "tensorlite.train_loop", "tensorlite.classify_run"]),
+               "tensorlite.train_loop", "tensorlite.classify_run", "tensorlite.train_data"]),
     ("command", ["tensorlite.cli", "tensorlite.__main__"]),
     ("package", ["tensorlite"]),
 ]

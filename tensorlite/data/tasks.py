@@ -115,7 +115,12 @@ class SyntheticTask:
         is still part of the prompt, so only the answer and END are scored.
         The same Generator state gives the same batch.
         """
-        seqs = self._sequences(self.sample_train_ids(batch_size, rng))
+        return self.examples(self.sample_train_ids(batch_size, rng))
+
+    def examples(self, numbers):
+        """(x, y) int64 (len(numbers), block_size) of these problems, as get_batch makes
+        them: y is x shifted by one, IGNORE_INDEX over the prompt."""
+        seqs = self._sequences(numbers)
         x = seqs[:, :-1].copy()
         y = seqs[:, 1:].copy()
         # y[:, t] is token t+1; tokens 1 .. prompt_len-1 belong to the prompt.

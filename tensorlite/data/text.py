@@ -15,6 +15,9 @@ Typical use:
     data = TokenFile("input.txt", tok, cache_dir=run_dir, tokenizer_key=tok_json)
     x, y = data.get_batch("train", batch_size=32, block_size=128, rng=rng)
 
+The trainer draws the same windows through a DataLoader (tensorlite/train_data.py:
+a Dataset whose item i is the window at offset i, windows() below).
+
 This module works in NumPy only and returns NumPy arrays; turning them into
 tensors is the training loop's job.
 """
@@ -157,6 +160,14 @@ def get_batch(data, batch_size, block_size, rng):
             f"{block_size + 1} (the inputs plus one more token for the last target)"
         )
     starts = rng.integers(0, n - block_size, size=batch_size)
+    return windows(data, starts, block_size)
+
+
+def windows(data, starts, block_size):
+    """(x, y), int64 (len(starts), block_size): the block_size + 1 tokens of `data` from
+    each start, x the first block_size of them and y the last (x shifted left by one).
+    The starts must lie in [0, len(data) - block_size)."""
+    starts = np.asarray(starts, dtype=np.int64)
     # Fancy indexing a memmap reads just these rows from disk.
     chunk = np.asarray(data[starts[:, None] + np.arange(block_size + 1)], dtype=np.int64)
     return np.ascontiguousarray(chunk[:, :-1]), np.ascontiguousarray(chunk[:, 1:])
@@ -202,9 +213,13 @@ class TokenFile:
                 f"{block_size + 1}: use a longer file or a smaller block_size"
             )
 
-    def get_batch(self, split, batch_size, block_size, rng):
-        """get_batch on the "train" or "val" split."""
+    def tokens(self, split, block_size):
+        """The "train" or "val" tokens, checked to hold a block of block_size (DataError)."""
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self._check_length(split, block_size)
-        return get_batch(getattr(self, split), batch_size, block_size, rng)
+        return getattr(self, split)
+
+    def get_batch(self, split, batch_size, block_size, rng):
+        """get_batch on the "train" or "val" split."""
+        return get_batch(self.tokens(split, block_size), batch_size, block_size, rng)
