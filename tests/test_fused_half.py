@@ -1,7 +1,8 @@
-"""float16 and bfloat16 inputs to every fused op on the CPU providers (numpy, cpp), which
-compute in float32 and round back (ops/fused.py's _widen/_narrow): outputs and gradients come
-back in the input dtype, within a couple of that dtype's rounding steps of the float64 truth
-computed from the same (rounded) inputs."""
+"""float16 and bfloat16 inputs to every fused op: on the CPU providers (numpy, cpp), which
+compute in float32 and round back (ops/fused.py's _widen/_narrow), and on the Triton provider
+(here through Triton's interpreter), whose kernels take half inputs and accumulate in float32:
+outputs and gradients come back in the input dtype, within a couple of that dtype's rounding
+steps of the float64 truth computed from the same (rounded) inputs."""
 import numpy as np
 import pytest
 
@@ -23,6 +24,28 @@ except ImportError:
 # rounding seen through the backward
 EPS = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
 CPU = [p for p in providers() if p.values[0] in ("numpy", "cpp")]
+TRITON = [p for p in providers() if p.values[0] == "triton"]
+
+# Triton's interpreter keeps bfloat16 tensors as their uint16 bit patterns
+# (triton/runtime/interpreter.py, _get_np_dtype: tl.bfloat16 -> np.uint16) and its tl.dot
+# (InterpreterBuilder.create_dot) multiplies those patterns as integers -- it converts only
+# 8-bit floats first -- so every tl.dot on bfloat16 tiles is garbage there (1.0 * 1.0 gives
+# 16256**2). kernels/attention.py dots bfloat16 q/k tiles (line 48) and p.to(v.dtype) with v
+# (line 78): attention's bfloat16 output is off by ~1e9 in the interpreter. On a GPU the dot
+# is a real bf16 MMA. The other ops have no tl.dot and pass.
+_BF16_DOT = ("Triton's interpreter runs tl.dot on bfloat16 bit patterns (uint16) as integers: "
+             "kernels/attention.py's bf16 dots (lines 48, 78, 162-176, 245-247) are garbage there")
+
+
+def _triton_half(*ops):
+    out = []
+    for op in ops:
+        for d in HALF:
+            marks = list(d.marks) + list(TRITON[0].marks if TRITON else [])
+            if op == "attention" and d.values[0] == "bfloat16":
+                marks.append(pytest.mark.xfail(reason=_BF16_DOT, strict=True, raises=AssertionError))
+            out.append(pytest.param(op, d.values[0], marks=marks, id=f"{op}-{d.values[0]}-triton"))
+    return out
 
 
 def _dt(name):
@@ -78,7 +101,13 @@ def test_half_inputs_compute_in_float32(op, dtype, provider):
         _close(g, g64, EPS[dtype], f"{op} grad {i}", steps=4.0)
 
 
-@pytest.mark.parametrize("provider", CPU)
+@pytest.mark.parametrize("op,dtype", _triton_half(*sorted(OPS)))
+def test_half_inputs_on_triton(op, dtype):
+    """The same check on the Triton provider, which takes float16/bfloat16 arrays itself."""
+    test_half_inputs_compute_in_float32(op, dtype, "triton")
+
+
+@pytest.mark.parametrize("provider", CPU + TRITON)
 @pytest.mark.parametrize("dtype", HALF)
 def test_half_cross_entropy(dtype, provider):
     rng = np.random.default_rng(1)
@@ -88,6 +117,31 @@ def test_half_cross_entropy(dtype, provider):
     (loss, g), (loss64, g64) = res
     _close(loss, loss64, EPS[dtype], "cross_entropy loss")
     _close(g, g64, EPS[dtype], "cross_entropy grad", steps=4.0)
+
+
+@pytest.mark.parametrize("op,dtype", _triton_half("adamw"))
+def test_half_adamw_on_triton(op, dtype):
+    """One fused AdamW step on half parameters and state (the Triton provider takes them; the
+    CPU providers take float32/float64 only): each array moves as the float64 step from the
+    same rounded values says, within a couple of rounding steps of its own scale."""
+    from tensorlite.backend import registry
+    from _fused_helpers import load
+    load("triton")
+    np_dt = _dt(dtype).np
+    rng = np.random.default_rng(4)
+    arrs = [rng.standard_normal(40).astype(np_dt) for _ in range(3)]
+    arrs[2] = np.abs(arrs[2])  # exp_avg_sq >= 0
+    hp = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, step=7)
+    p, g, m, v = (a.astype(np.float64) for a in (arrs[0], arrs[1], arrs[0] * 0.5, arrs[2]))
+    ins = [a.astype(np_dt) for a in (p, g, m, v)]
+    p, g, m, v = (a.astype(np.float64) for a in ins)
+    want = [a.copy() for a in (p, g, m, v)]
+    registry.load("numpy").adamw_step([want[0]], [want[1]], [want[2]], [want[3]], **hp)
+    registry.load("triton").adamw_step([ins[0]], [ins[1]], [ins[2]], [ins[3]], **hp)
+    for name, got, w in (("param", ins[0], want[0]), ("exp_avg", ins[2], want[2]),
+                         ("exp_avg_sq", ins[3], want[3])):
+        assert got.dtype == np_dt
+        _close(got.astype(np.float64), w, EPS[dtype], f"adamw {name}")
 
 
 def test_a_half_gpt_trains_on_the_cpu():
