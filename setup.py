@@ -35,6 +35,7 @@ link_args = []
 if sys.platform != "win32":
     compile_args.append("-pthread")
     link_args.append("-pthread")
+    link_args.append("-ldl")  # csrc/gemm.cpp opens the BLAS at run time (dlopen)
     if _compiler_accepts("-fopenmp-simd"):
         compile_args.append("-fopenmp-simd")
 if os.environ.get("TENSORLITE_NATIVE") == "1":

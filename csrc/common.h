@@ -13,3 +13,4 @@ void bind_attention(py::module_& m);
 void bind_cross_entropy(py::module_& m);
 void bind_gelu(py::module_& m);
 void bind_adamw(py::module_& m);
+void bind_gemm(py::module_& m);

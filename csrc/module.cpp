@@ -10,4 +10,5 @@ PYBIND11_MODULE(_C, m) {
     bind_cross_entropy(m);
     bind_gelu(m);
     bind_adamw(m);
+    bind_gemm(m);
 }

@@ -21,7 +21,7 @@ _FUSED = {"FusedLayerNorm": 8, "FusedSoftmax": 5, "FusedLogSoftmax": 5, "FusedGe
           "FusedCrossEntropy": 4}
 # backward FLOPs as a multiple of the forward's: a matmul's backward is two matmuls,
 # attention's recomputes the scores and does four matmuls (FlashAttention-2's 2.5x)
-_BACKWARD_FACTOR = {"Matmul": 2.0, "FusedAttention": 2.5, "FusedPackedSelfAttention": 2.5}
+_BACKWARD_FACTOR = {"Matmul": 2.0, "Linear": 2.0, "FusedAttention": 2.5, "FusedPackedSelfAttention": 2.5}
 
 
 def _numel(a):
@@ -37,6 +37,9 @@ def forward_flops(name, inputs, out, kwargs):
     if name == "Matmul":
         a = inputs[0]
         return 2 * a.shape[-1] * max(_numel(out), 1)
+    if name == "Linear":  # x (..., K) W^T: a matmul, plus the bias add inside the GEMM
+        has_bias = len(inputs) > 2 and inputs[2] is not None
+        return (2 * inputs[0].shape[-1] + has_bias) * max(_numel(out), 1)
     if name == "FusedAttention":
         q, k = inputs[0], inputs[1]
         B, H, Tq, D = q.shape

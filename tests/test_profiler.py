@@ -39,8 +39,8 @@ def test_every_forward_and_backward_op_is_recorded(step_profile):
     model, prof = step_profile
     r = rows(prof)
     n_linear = 4 * CFG.n_layer + 1  # c_attn, attn.c_proj, c_fc, mlp.c_proj per block + lm_head
-    assert r[("Matmul", "forward")].calls == n_linear
-    assert r[("Matmul", "backward")].calls == n_linear
+    assert r[("Linear", "forward")].calls == n_linear  # one node each (ops/linear.py)
+    assert r[("Linear", "backward")].calls == n_linear
     assert r[("FusedLayerNorm", "forward")].calls == 2 * CFG.n_layer + 1
     # the blocks' self-attention: one fused op from the packed q/k/v projection
     assert r[("FusedPackedSelfAttention", "backward")].calls == CFG.n_layer
@@ -48,23 +48,27 @@ def test_every_forward_and_backward_op_is_recorded(step_profile):
     fused = provider_name("cpu")
     assert r[("FusedLayerNorm", "forward")].provider == fused
     assert r[("FusedLayerNorm", "backward")].provider == fused
-    assert r[("Matmul", "forward")].provider == "-"
+    assert r[("Linear", "forward")].provider == "-"
     assert all(e.dur_ns >= 0 and e.start_ns >= 0 for e in prof.events)
 
 
 def test_flop_and_byte_estimates(step_profile):
     model, prof = step_profile
     r = rows(prof)
-    # every Linear: 2 * tokens * in * out; the tied lm_head is the wte matrix
-    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.ndim == 2
+    # every Linear: 2 * tokens * in * out, + tokens * out for its bias; the tied lm_head is
+    # the wte matrix
+    params = dict(model.named_parameters())
+    weights = [(n, p) for n, p in params.items() if n.endswith("weight") and p.ndim == 2
                and "wpe" not in n]
-    expected = sum(2 * B * T * w.shape[0] * w.shape[1] for w in weights)
-    assert r[("Matmul", "forward")].flops == expected
-    assert r[("Matmul", "backward")].flops == 2 * expected
-    e = next(e for e in prof.events if e.name == "Matmul" and e.kind == "forward")
-    a, b = e.input_shapes
-    out = a[:-1] + [b[-1]]
-    assert e.bytes == 4 * (np.prod(a) + np.prod(b) + np.prod(out))
+    expected = sum((2 * w.shape[1] + (n[:-len("weight")] + "bias" in params)) * B * T * w.shape[0]
+                   for n, w in weights)
+    assert r[("Linear", "forward")].flops == expected
+    assert r[("Linear", "backward")].flops == 2 * expected
+    e = next(e for e in prof.events if e.name == "Linear" and e.kind == "forward"
+             and len(e.input_shapes) == 3 and e.input_shapes[2])
+    a, w, b = e.input_shapes
+    out = a[:-1] + [w[0]]
+    assert e.bytes == 4 * (np.prod(a) + np.prod(w) + np.prod(b) + np.prod(out))
     assert r[("Reshape", "forward")].flops == 0
 
 
@@ -82,7 +86,7 @@ def test_table_lists_ops_sorted_and_limited(step_profile):
     by_calls = prof.table(sort_by="calls").splitlines()[3:-2]
     calls = [int(line.split()[3]) for line in by_calls]
     assert calls == sorted(calls, reverse=True)
-    assert any(line.split()[:3] == ["Matmul", "backward", "-"] for line in by_calls)
+    assert any(line.split()[:3] == ["Linear", "backward", "-"] for line in by_calls)
     with pytest.raises(ValueError, match="sort_by"):
         prof.table(sort_by="speed")
 
@@ -98,7 +102,7 @@ def test_chrome_trace_is_valid_json_with_forward_and_backward_events(step_profil
         assert {"name", "ph", "ts", "dur", "pid", "tid", "args"} <= set(e)
         assert e["dur"] >= 0
     names = {e["name"] for e in ops}
-    assert {"Matmul", "MatmulBackward", "FusedLayerNorm", "FusedLayerNormBackward"} <= names
+    assert {"Linear", "LinearBackward", "FusedLayerNorm", "FusedLayerNormBackward"} <= names
     assert {e["cat"] for e in ops} == {"forward", "backward"}
     ts = [e["ts"] for e in ops]
     assert ts == sorted(ts)

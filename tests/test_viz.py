@@ -49,9 +49,9 @@ def test_graph_of_a_linear_layer_names_parameters_and_shows_providers():
     y = lin(tl.randn(4, 3)).softmax(-1).sum()
     labels, edges = parse_dot(viz.graph(y, params=dict(lin.named_parameters())).source)
     flow = {(first_line(x), first_line(y)) for x, y in edges}
-    # y = x W^T + b: the weight is transposed (a Permute) before the matmul
-    assert {("weight", "Permute"), ("Permute", "Matmul"), ("Matmul", "Add"), ("bias", "Add"),
-            ("Add", "FusedSoftmax"), ("FusedSoftmax", "Sum")} <= flow
+    # y = x W^T + b: one Linear node (ops/linear.py) fed by the weight and the bias
+    assert {("weight", "Linear"), ("bias", "Linear"), ("Linear", "FusedSoftmax"),
+            ("FusedSoftmax", "Sum")} <= flow
     softmax = next(v for v in labels.values() if v.startswith("FusedSoftmax"))
     assert softmax == f"FusedSoftmax\\n[{tl.get_kernels() or _default_provider()}]\\n(4, 2)"
     weight = next(v for v in labels.values() if v.startswith("weight"))

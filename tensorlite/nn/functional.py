@@ -12,6 +12,7 @@ from ..backend.device import xp_of
 from ..backend.registry import warn_once
 from ..ops import fused
 from ..ops import indexing as I
+from ..ops import linear as L
 from ..ops import shape as S
 from ..ops._util import shape_str
 from ..tensor import Tensor
@@ -23,6 +24,11 @@ def linear(input, weight, bias=None):  # noqa: A002
         raise ValueError(f"linear: input of shape {shape_str(input.shape)} has {input.shape[-1]} "
                          f"features but the weight of shape {shape_str(weight.shape)} expects "
                          f"{weight.shape[-1]}")
+    if (fast_dtype(input.device.type) is None and input.dtype is weight.dtype
+            and input.dtype in (dt.float32, dt.float64) and input.device == weight.device
+            and (bias is None or (bias.dtype is input.dtype and bias.device == input.device))):
+        return L.Linear.apply(input, weight, bias)  # one node, one GEMM (ops/linear.py)
+    # autocast, mixed dtypes or devices: the matmul's own casts and checks, then the add
     y = input @ weight.T
     if bias is not None and bias.dtype is not y.dtype and fast_dtype(y.device.type) is y.dtype:
         bias = bias.to(y.dtype)  # under autocast the whole linear runs in the low dtype

@@ -3,6 +3,7 @@ and the result squeezed; batch dims broadcast, and their gradients are summed ba
 import math
 
 from ..autograd.function import Function
+from ..backend.blas import mm
 from ._util import unbroadcast
 
 
@@ -24,8 +25,8 @@ class Matmul(Function):
             # (..., K) @ (K, N), as every Linear does: one GEMM over all the leading dims
             # (NumPy's matmul would run one small GEMM per leading index)
             lead = a.shape[:-1]
-            return _same(a0, (a.reshape(math.prod(lead), a.shape[-1]) @ b).reshape(lead + (b.shape[1],)))
-        return _same(a0, a @ b)
+            return _same(a0, mm(a.reshape(math.prod(lead), a.shape[-1]), b).reshape(lead + (b.shape[1],)))
+        return _same(a0, mm(a, b) if a.ndim == 2 and b.ndim == 2 else a @ b)
 
     @staticmethod
     def backward(ctx, g):
@@ -64,13 +65,13 @@ def _backward_2d(a, b, g, na, nb, dtype):
     g2 = g.reshape(M, N)
     ga = gb = None
     if na:
-        ga = _same(dtype, (g2 @ b.T).reshape(a.shape))
+        ga = _same(dtype, mm(g2, b.T).reshape(a.shape))
     if nb:
         a2 = a.reshape(M, K)
         if b.flags.f_contiguous and not b.flags.c_contiguous:
             # b is a transposed weight (x @ W.T in Linear): compute W's gradient in W's own
             # layout, so it arrives C-contiguous once the transpose's backward flips it back
-            gb = _same(dtype, (g2.T @ a2).T)
+            gb = _same(dtype, mm(g2.T, a2).T)
         else:
-            gb = _same(dtype, a2.T @ g2)
+            gb = _same(dtype, mm(a2.T, g2))
     return ga, gb
