@@ -278,7 +278,11 @@ TL_INLINE void bwd_group(const Problem<T>& pb, const BwdData<T>& bd, long bh, lo
                 T* dst = w.dST + j * BQ;
                 mask_st_row<T, W>(pb, b, h, i0, rows, j0 + j, st);
                 for (long v = 0; v < BQ; v += W) {
-                    const VT p = exp_poly(vload<VT>(st + v) - vload<VT>(L + v));
+                    // P <= 1: a score recomputed a rounding above the forward's (one ulp of a
+                    // score of 1e28 is far more than 88) must not give exp(+big)
+                    VT d = vload<VT>(st + v) - vload<VT>(L + v);
+                    d = d > VT{} ? VT{} : d;
+                    const VT p = exp_poly(d);
                     vstore(st + v, p);
                     vstore(dst + v, p * (vload<VT>(dst + v) - vload<VT>(Di + v)));
                 }

@@ -65,14 +65,17 @@ TL_INLINE void backward_f32(const float* x, const float* dy, float* dx, int64_t 
         const float v = x[i];
         float slope;
         if (kTanh) {
-            // beyond |x| = 9 the slope is 1 or 0 to float precision, while v^3 and v * dz
-            // overflow (inf * 0 = NaN at |x| ~ 1e13): evaluate at the clamped point instead
-            const float c = std::fmin(std::fmax(v, -9.0f), 9.0f);
+            // sigmoid(2z) from t = exp(-2|z|) <= 1 on both sides, so nothing overflows and
+            // the far left tail keeps its relative accuracy: s = 1/(1+t) for z >= 0, t/(1+t)
+            // below, and s(1-s) = t/(1+t)^2 either way. Beyond |x| = 12 the slope is exactly 1
+            // or 0 in float32 (t underflows), while v^3 would overflow at |x| ~ 7e12: clamp.
+            const float c = std::fmin(std::fmax(v, -12.0f), 12.0f);
             const float z = float(kSqrt2OverPi) * (c + float(kTanhC) * c * c * c);
             const float dz = float(kSqrt2OverPi) * (1.0f + 3.0f * float(kTanhC) * c * c);
-            const float e = tl::fast_exp(-2.0f * z);
-            const float s = 1.0f / (1.0f + e);
-            slope = s + c * 2.0f * dz * (s * e * s);  // s*(1-s) = e*s^2
+            const float t = tl::fast_exp(-2.0f * std::fabs(z));
+            const float r = 1.0f / (1.0f + t);
+            const float s = z >= 0.0f ? r : t * r;
+            slope = s + c * 2.0f * dz * (t * r * r);
         } else {
             float cdf, pdf;
             normal_cdf_pdf(v, cdf, pdf);
@@ -82,13 +85,27 @@ TL_INLINE void backward_f32(const float* x, const float* dy, float* dx, int64_t 
     }
 }
 
-// float64: the textbook formulas with the C library (erfc keeps the negative tail exact).
+// float64: the C library (erfc keeps the negative tail exact); the tanh form as x * s with
+// s = (1 + tanh z)/2 = sigmoid(2z) from t = exp(-2|z|), which neither cancels in the left tail
+// (1 + tanh z does) nor overflows. Beyond |x| = 30, t underflows: s is exactly 0 or 1.
+TL_INLINE void sigmoid2(double z, double& s, double& s1s) {
+    const double t = std::exp(-2.0 * std::fabs(z)), r = 1.0 / (1.0 + t);
+    s = z >= 0.0 ? r : t * r;
+    s1s = t * r * r;  // s (1 - s)
+}
+
 template <bool kTanh>
 TL_INLINE void forward_f64(const double* x, double* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
         const double v = x[i];
-        y[i] = kTanh ? 0.5 * v * (1.0 + std::tanh(kSqrt2OverPi * (v + kTanhC * v * v * v)))
-                     : 0.5 * v * std::erfc(-v * kInvSqrt2);
+        if (kTanh) {
+            const double c = std::fmin(std::fmax(v, -30.0), 30.0);
+            double s, s1s;
+            sigmoid2(kSqrt2OverPi * (c + kTanhC * c * c * c), s, s1s);
+            y[i] = v * s;
+        } else {
+            y[i] = 0.5 * v * std::erfc(-v * kInvSqrt2);
+        }
     }
 }
 
@@ -98,10 +115,11 @@ TL_INLINE void backward_f64(const double* x, const double* dy, double* dx, int64
         const double v = x[i];
         double slope;
         if (kTanh) {
-            const double c = std::fmin(std::fmax(v, -20.0), 20.0);  // as in float32: no inf * 0
-            const double t = std::tanh(kSqrt2OverPi * (c + kTanhC * c * c * c));
+            const double c = std::fmin(std::fmax(v, -30.0), 30.0);  // as in float32: no inf * 0
             const double dz = kSqrt2OverPi * (1.0 + 3.0 * kTanhC * c * c);
-            slope = 0.5 * (1.0 + t) + 0.5 * c * (1.0 - t * t) * dz;
+            double s, s1s;
+            sigmoid2(kSqrt2OverPi * (c + kTanhC * c * c * c), s, s1s);
+            slope = s + c * 2.0 * dz * s1s;
         } else {
             slope = 0.5 * std::erfc(-v * kInvSqrt2) + v * std::exp(-0.5 * v * v) * kInvSqrt2Pi;
         }

@@ -70,13 +70,13 @@ TL_INLINE void backward_rows(const T* dy, const T* x, const T* w, const T* mean,
             for (int64_t j = 0; j < C; ++j) {
                 const T g = dy[j] * w[j];
                 sg += g;
-                sgx += g * (x[j] - mu) * rs;
+                sgx += g * ((x[j] - mu) * rs);  // xhat first: g * (x - mu) overflows for huge rows
             }
         } else {
 #pragma omp simd reduction(+ : sg, sgx)
             for (int64_t j = 0; j < C; ++j) {
                 sg += dy[j];
-                sgx += dy[j] * (x[j] - mu) * rs;
+                sgx += dy[j] * ((x[j] - mu) * rs);
             }
         }
         const T a = sg / T(C), bcoef = sgx / T(C);
