@@ -29,10 +29,10 @@ SHAPES = {  # name: (rows M, in K, out N)
 }
 
 
-def timed(fn, flops, budget=0.15):
+def timed(fn, flops, budget=0.15, pause=0.3):
     # the previous side's idle threads (OpenBLAS's, torch's OpenMP workers) spin for a while
     # after their last call and would take the cores from this one: let them fall asleep
-    time.sleep(0.3)
+    time.sleep(pause)
     fn()
     reps, t = 0, time.perf_counter()
     while True:
@@ -47,7 +47,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="one short round (a smoke test)")
+    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
     a = ap.parse_args(argv)
+    budget, pause = (0.005, 0.0) if a.quick else (0.15, 0.3)
+    a.rounds = 1 if a.quick else a.rounds
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(a.threads))
     import tensorlite as tl
@@ -60,7 +64,7 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     except ImportError:
         torch = None
-    peak = _C.fma_peak() / 1e9
+    peak = _C.fma_peak(2_000_000 if a.quick else 20_000_000) / 1e9
     print(f"{platform.processor() or platform.machine()}, {a.threads} threads, FMA peak "
           f"{peak:.0f} GFLOP/s ({_C._isa() if hasattr(_C, '_isa') else ''}), "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
@@ -81,12 +85,12 @@ def main(argv=None):
         best = {k: 0.0 for k in sides}
         for _ in range(a.rounds):
             for k, fn in sides.items():
-                best[k] = max(best[k], timed(fn, 2 * M * K * N))
+                best[k] = max(best[k], timed(fn, 2 * M * K * N, budget, pause))
         rows.append({"shape": name, "M": M, "K": K, "N": N, **{k + "_gflops": v for k, v in best.items()}})
         line = "  ".join(f"{k} {v:6.0f} GF ({v / peak:4.0%})" for k, v in best.items())
         ratio = best.get("tensorlite", 0) / best["torch"] if torch is not None and ok else float("nan")
         print(f"{name:28s} {line}  tensorlite/torch {ratio:.2f}x")
-    out = pathlib.Path(__file__).parent / "results" / "gemm.json"
+    out = pathlib.Path(a.out) / ("gemm_quick.json" if a.quick else "gemm.json")
     out.write_text(json.dumps({"threads": a.threads, "fma_peak_gflops": peak,
                                "blas": _C.blas_name() if ok else None, "rows": rows}, indent=1))
     print("wrote", out)

@@ -4,6 +4,11 @@ PyTorch's CPU ops as the baseline (when torch is importable), all fp32.
     python benchmarks/kernels.py                 # full run, 2 threads
     python benchmarks/kernels.py --threads 1 --ops softmax,gelu
     python benchmarks/kernels.py --quick         # tiny shapes, 1 rep (a smoke test)
+    python benchmarks/kernels.py --torch-first   # `import torch` before tensorlite
+
+Both frameworks run in this one process (the same-process setting: a notebook with both);
+by default tensorlite is imported first, with --torch-first torch is (the order that once
+collapsed the OpenMP build: PyTorch's OpenMP runtime was up and spinning before ours).
 
 Each case is timed forward only ("fwd") and forward + backward ("fwd+bwd"); adamw
 times one optimizer step ("step") over the weights of a small GPT block stack. The
@@ -27,6 +32,10 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+TORCH_FIRST = "--torch-first" in sys.argv
+if TORCH_FIRST:  # before anything of tensorlite's is imported
+    import torch  # noqa: F401
 
 import tensorlite.reference as ref  # noqa: E402
 
@@ -351,6 +360,8 @@ def main(argv=None):
     ap.add_argument("--ops", default="", help="comma-separated ops to run, e.g. softmax,gelu")
     ap.add_argument("--reps", type=int, default=7, help="timed repetitions per provider (median)")
     ap.add_argument("--out", default=str(RESULTS), help="folder for kernels.json / kernels.png")
+    ap.add_argument("--torch-first", action="store_true",
+                    help="import torch before tensorlite (read at start-up, from sys.argv)")
     args = ap.parse_args(argv)
 
     env = environment(args.threads)
@@ -367,7 +378,8 @@ def main(argv=None):
                slow_s=0.5, ops=ops)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "kernels_quick" if args.quick else "kernels"
+    name = ("kernels_quick" if args.quick else "kernels") + ("_torch_first" if TORCH_FIRST else "")
+    env["torch_imported_first"] = TORCH_FIRST
     with open(out / f"{name}.json", "w") as f:
         json.dump({"environment": env, "results": rows}, f, indent=1)
     plot(rows, out / f"{name}.png")
