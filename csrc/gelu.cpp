@@ -69,7 +69,8 @@ TL_INLINE void backward_f32(const float* x, const float* dy, float* dx, int64_t 
             // the far left tail keeps its relative accuracy: s = 1/(1+t) for z >= 0, t/(1+t)
             // below, and s(1-s) = t/(1+t)^2 either way. Beyond |x| = 12 the slope is exactly 1
             // or 0 in float32 (t underflows), while v^3 would overflow at |x| ~ 7e12: clamp.
-            const float c = std::fmin(std::fmax(v, -12.0f), 12.0f);
+            // (comparisons, not std::fmin/fmax, which GCC does not vectorise here; NaN passes)
+            const float c = v < -12.0f ? -12.0f : v > 12.0f ? 12.0f : v;
             const float z = float(kSqrt2OverPi) * (c + float(kTanhC) * c * c * c);
             const float dz = float(kSqrt2OverPi) * (1.0f + 3.0f * float(kTanhC) * c * c);
             const float t = tl::fast_exp(-2.0f * std::fabs(z));
