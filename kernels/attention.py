@@ -11,6 +11,10 @@ Backward (recomputes score tiles from q, k and lse):
    dK += dS^T Q with dS = P * (dP - D), dP = dO V^T.
 3. _bwd_dq: one program per query tile walks the key tiles; dQ += dS K.
 
+Both backward kernels clamp the exponent of P = exp(S - lse) at 0 (P <= 1 holds exactly):
+the recomputed scores round differently from the forward's, and with large scores (|q.k| *
+scale ~1e9 in float32) that difference alone would make exp overflow to +inf.
+
 Tiles that need no masking (fully inside Tk and, with is_causal, fully below the
 diagonal) go through the same inner step compiled without the mask arithmetic.
 
@@ -164,7 +168,9 @@ def _dkdv_step(dk, dv, k, v, Q_base, DO_base, Lse_base, Delta_base, Mask_base, s
         am = tl.load(Mask_base + rows[None, :] * smq + cols[:, None] * smk,
                      mask=rmask[None, :] & (cols < Tk)[:, None], other=0.0)
         sT += am.to(ACC) * 1.4426950408889634
-    pT = tl.exp2(sT - lse2[None, :])
+    # P <= 1 exactly, but sT is recomputed with a rounding other than the forward's: with
+    # |scores| ~1e9+ one ulp of s exceeds exp's range, so unclamped exp2 could give +inf.
+    pT = tl.exp2(tl.minimum(sT - lse2[None, :], 0.0))
     if CHECK:
         # Padding key columns only feed dK/dV rows that are never stored; the causal
         # mask is the one that matters here.
@@ -236,7 +242,7 @@ def _dq_step(dq, q, do, lse2, delta, K_base, V_base, Mask_base, start_n, offs_m,
                  mask=dmask[:, None] & (cols < Tk)[None, :], other=0.0)
     s, kT = _scores(q, K_base, Mask_base, cols, offs_m, offs_d, skt, smq, smk, Tq, Tk,
                     HEAD_D, QK_SCALE, HAS_MASK, ACC, DOT_PREC)
-    p = tl.exp2(s - lse2[:, None])
+    p = tl.exp2(tl.minimum(s - lse2[:, None], 0.0))  # P <= 1: see _dkdv_step
     if CHECK:
         valid = (cols < Tk)[None, :]
         if CAUSAL:
@@ -405,9 +411,29 @@ def _bwd(q, k, v, o, lse, do, mask, is_causal, scale, block_m=None, block_n=None
     return dq, dk, dv
 
 
+def _interpreted_bf16(a):
+    """True for a bfloat16 array under Triton's interpreter, which keeps bfloat16 as its
+    uint16 bit patterns and runs tl.dot on them as integers (garbage): such inputs are
+    widened to float32 for the kernels and the results narrowed back. A GPU keeps the
+    bfloat16 tensor-core dots (accumulating in float32 either way)."""
+    return L.interpreting() and np.dtype(a.dtype).name == "bfloat16"
+
+
+def _widen(*arrays):
+    return [None if a is None else a.astype(np.float32) if _interpreted_bf16(a) else a
+            for a in arrays]
+
+
 def attention_forward(q, k, v, mask, is_causal, scale):
-    return _fwd(q, k, v, mask, is_causal, scale)
+    if not _interpreted_bf16(q):
+        return _fwd(q, k, v, mask, is_causal, scale)
+    o, lse = _fwd(*_widen(q, k, v, mask), is_causal, scale)
+    return o.astype(q.dtype), lse
 
 
 def attention_backward(q, k, v, o, lse, do, mask, is_causal, scale):
-    return _bwd(q, k, v, o, lse, do, mask, is_causal, scale)
+    if not _interpreted_bf16(q):
+        return _bwd(q, k, v, o, lse, do, mask, is_causal, scale)
+    q_, k_, v_, o_, do_, mask_ = _widen(q, k, v, o, do, mask)
+    return tuple(g.astype(q.dtype) for g in _bwd(q_, k_, v_, o_, lse, do_, mask_, is_causal,
+                                                   scale))

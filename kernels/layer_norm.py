@@ -6,6 +6,13 @@ atomics: the rows are split into G groups, each program sums its group into its 
 row of a (G, C) partial buffer, and a second kernel adds the G partial rows up.
 Rows wider than a register tile use loop kernels that walk the row in column blocks.
 
+Squaring the deviations overflows once |x - mean| > ~1.8e19 (float32) / ~1.3e154
+(float64): the variance is inf and rstd 0, a zeroed row. Such rows (rare) take a second
+look, as in csrc/layer_norm.cpp: the deviations divided by the row's largest |deviation| s
+are squared instead, rstd = (1/s) / sqrt(mean((xc/s)^2) + eps/s^2). The extra work sits
+behind a branch on "did any row of this program overflow", so the common path only pays
+for that test. The backward takes the small rstd as it is.
+
 eps is a compile-time constant: Triton passes Python float arguments as float32,
 which would round it for float64 inputs, and a model uses one eps.
 """
@@ -36,6 +43,15 @@ def _fwd_tile(X, W, B, Y, Mean, Rstd, M, C, EPS: tl.constexpr, HAS_W: tl.constex
     # 1/sqrt rather than rsqrt: the GPU's rsqrt is an approximation.
     rstd = 1.0 / tl.sqrt(var + EPS)
     y = xc * rstd[:, None]
+    big = var == float("inf")  # squared deviations overflowed (module docstring)
+    if tl.max(big.to(tl.int32), axis=0) > 0:
+        s = tl.max(tl.abs(xc), axis=1)
+        big = big & (s < float("inf"))  # inf inputs: no finite answer, rstd stays 0
+        s = tl.where(big, s, 1.0)
+        xs = xc / s[:, None]
+        r = 1.0 / tl.sqrt(tl.sum(xs * xs, axis=1) / C + EPS / s / s)  # = s * rstd
+        rstd = tl.where(big, r / s, rstd)
+        y = tl.where(big[:, None], xs * r[:, None], y)  # r does not underflow
     if HAS_W:
         y = y * tl.load(W + cols, mask=cmask, other=0.0).to(ACC)[None, :]
     if HAS_B:
@@ -62,7 +78,23 @@ def _fwd_loop(X, W, B, Y, Mean, Rstd, C, EPS: tl.constexpr, HAS_W: tl.constexpr,
         x = tl.load(X + base + start + cols, mask=mask, other=0.0).to(ACC)
         xc = tl.where(mask, x - mean, 0.0)
         acc += xc * xc
-    rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / C + EPS)
+    var = tl.sum(acc, axis=0) / C
+    rstd = 1.0 / tl.sqrt(var + EPS)
+    if var == float("inf"):  # (module docstring) two more passes, for this rare row only
+        m = tl.zeros([BLOCK_C], ACC)
+        for start in range(0, C, BLOCK_C):
+            mask = start + cols < C
+            x = tl.load(X + base + start + cols, mask=mask, other=0.0).to(ACC)
+            m = tl.maximum(m, tl.where(mask, tl.abs(x - mean), 0.0))
+        s = tl.max(m, axis=0)
+        if s < float("inf"):  # inf inputs: no finite answer, rstd stays 0
+            acc = tl.zeros([BLOCK_C], ACC)
+            for start in range(0, C, BLOCK_C):
+                mask = start + cols < C
+                x = tl.load(X + base + start + cols, mask=mask, other=0.0).to(ACC)
+                xs = tl.where(mask, (x - mean) / s, 0.0)
+                acc += xs * xs
+            rstd = (1.0 / s) / tl.sqrt(tl.sum(acc, axis=0) / C + EPS / s / s)
     for start in range(0, C, BLOCK_C):
         mask = start + cols < C
         x = tl.load(X + base + start + cols, mask=mask, other=0.0).to(ACC)

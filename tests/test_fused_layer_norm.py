@@ -261,3 +261,43 @@ def test_cpp_float32_rows_whose_squares_overflow(scale):
     dx64, dw64, _ = R.layer_norm_backward(dy.astype(np.float64), x64, w64, mean64, rstd64)
     np.testing.assert_allclose(dx, dx64, rtol=1e-4, atol=1e-4 * np.abs(dx64).max())
     np.testing.assert_allclose(dw, dw64, rtol=1e-4, atol=1e-4 * np.abs(dw64).max())
+
+
+# ---------------------------------------------------------------- rows whose squares overflow
+
+def _huge_rows_truth(x, w, b, dy, eps):
+    """y, rstd, dx, dw, db in long double, the variance from scaled deviations (no overflow)."""
+    W = np.longdouble
+    xw, ww, bw, dyw = (a.astype(W) for a in (x, w, b, dy))
+    xc = xw - xw.mean(-1, keepdims=True)
+    s = np.abs(xc).max(-1, keepdims=True)
+    std = np.sqrt(((xc / s) ** 2).mean(-1, keepdims=True) * s * s + W(eps))
+    xhat = xc / std
+    g = dyw * ww
+    dx = (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True)) / std
+    return xhat * ww + bw, 1 / std[:, 0], dx, (dyw * xhat).sum(0), dyw.sum(0)
+
+
+@pytest.mark.parametrize("dtype,size", [(np.float32, 1e30), (np.float64, 1e200)],
+                         ids=["float32", "float64"])
+@pytest.mark.parametrize("provider,kernel", cases("numpy", ("tile",)) +
+                         cases("triton", ("tile",), ("loop",)))
+def test_huge_rows_forward_and_backward(rng, provider, kernel, dtype, size):
+    """|x - mean| beyond sqrt(max) (~1.8e19 float32, ~1.3e154 float64): squaring the
+    deviations overflowed, var = inf, rstd = 0 and y = bias. Such rows are normalised from
+    scaled deviations; rstd is then ~1/std (tiny), which the backward takes as it is. One
+    ordinary row rides along and keeps the plain path."""
+    mod = load(provider)
+    kw = dict(loop_block=16) if kernel == "loop" else {}
+    x = (rng.standard_normal((3, 37)) * size).astype(dtype)
+    x[1] = rng.standard_normal(37) + 3
+    w, b, dy = (rng.standard_normal(s).astype(dtype) for s in (37, 37, (3, 37)))
+    y, mean, rstd = mod.layer_norm_forward(x, w, b, 1e-5, **kw)
+    dx, dw, db = mod.layer_norm_backward(dy, x, w, mean, rstd, **kw)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for what, got, want in zip(["y", "rstd", "dx", "dweight", "dbias"], (y, rstd, dx, dw, db),
+                               _huge_rows_truth(x, w, b, dy, 1e-5)):
+        got = np.asarray(got)
+        assert np.isfinite(got).all(), what
+        err = np.abs(got.astype(np.longdouble) - want) / np.abs(want).max(-1, keepdims=True)
+        assert float(err.max()) < tol, f"{what}: relative error {float(err.max()):.2e}"

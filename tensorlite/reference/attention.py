@@ -67,7 +67,9 @@ def attention_backward(q, k, v, o, lse, do, mask, is_causal, scale):
     xp = xp_of(q)
     s = _scores(xp, q, k, mask, is_causal, scale)
     # lse = +inf on rows that attend nothing, so their P (and every gradient) is 0.
-    p = xp.exp(s - lse[..., None])
+    # P <= 1 exactly. The clamp matters in the fused kernels, whose recomputed scores may
+    # round above the forward's; here they are the forward's own, so it changes nothing.
+    p = xp.exp(xp.minimum(s - lse[..., None], 0))
     dv = xp.swapaxes(p, -1, -2) @ do
     dp = do @ xp.swapaxes(v, -1, -2)
     di = (do * o).sum(axis=-1, keepdims=True)
