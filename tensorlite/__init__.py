@@ -15,6 +15,9 @@ __version__ = "0.1.0"
 # when it starts: its idle workers would otherwise spin on the cores that BLAS and Python need.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from . import _malloc  # noqa: E402
+_malloc.keep_freed_memory()  # freed activations are reused, not page-faulted in again (_malloc.py)
+
 from ._dtype import (dtype, float32, float64, float16, int64, int32, uint8, bool_ as bool,  # noqa: E402,F401,A004
                      float, double, half, long, int, get_default_dtype, set_default_dtype,
                      promote_types, bfloat16)

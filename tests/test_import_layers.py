@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The first prefix that matches a module's dotted name decides its layer.
 LAYERS = [
     ("base", ["tensorlite._dtype", "tensorlite.errors", "tensorlite.backend.device",
-              "tensorlite._autocast"]),
+              "tensorlite._autocast", "tensorlite._malloc"]),
     ("providers", ["tensorlite.reference", "tensorlite.kernels", "tensorlite._C",
                    "tensorlite._threads"]),
     ("registry", ["tensorlite.backend"]),
