@@ -9,13 +9,15 @@ from tensorlite.nn.attention import MultiHeadAttention
 from _nn_helpers import kernels, require_provider
 
 
-def _run(packed, causal, provider, seed=0):
+def _run(packed, causal, provider, seed=0, padded=False):
     tl.manual_seed(seed)
     attn = MultiHeadAttention(24, 4, causal=causal).to(dtype=tl.float64)
     attn.packed = packed
     x = tl.tensor(np.random.default_rng(1).standard_normal((2, 7, 24)), requires_grad=True)
+    # a padded batch: the second sequence's last 3 keys are padding
+    mask = tl.tensor(np.array([[1] * 7, [1] * 4 + [0] * 3]), dtype="bool") if padded else None
     with kernels(provider):
-        y = attn(x)
+        y = attn(x, mask)
         (y * y).sum().backward()
     grads = {n: p.grad.numpy().copy() for n, p in attn.named_parameters()}
     return y.detach().numpy(), x.grad.numpy(), grads, attn
@@ -23,10 +25,11 @@ def _run(packed, causal, provider, seed=0):
 
 @pytest.mark.parametrize("provider", ["numpy", "cpp", "triton"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_packed_path_equals_plain_path(provider, causal):
+@pytest.mark.parametrize("padded", [False, True], ids=["no-mask", "padding-mask"])
+def test_packed_path_equals_plain_path(provider, causal, padded):
     require_provider(provider)
-    y0, dx0, g0, _ = _run(False, causal, provider)
-    y1, dx1, g1, _ = _run(True, causal, provider)
+    y0, dx0, g0, _ = _run(False, causal, provider, padded=padded)
+    y1, dx1, g1, _ = _run(True, causal, provider, padded=padded)
     np.testing.assert_allclose(y1, y0, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dx1, dx0, rtol=1e-10, atol=1e-12)
     assert g0.keys() == g1.keys()
@@ -47,3 +50,9 @@ def test_the_paths_really_differ_in_the_graph():
         names.append({e.name for e in prof.events})
     assert "FusedPackedSelfAttention" not in names[0] and "FusedAttention" in names[0]
     assert "FusedPackedSelfAttention" in names[1] and "FusedAttention" not in names[1]
+
+
+def test_packed_path_refuses_a_mask_of_the_wrong_shape():
+    attn = MultiHeadAttention(8, 2, causal=False)
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(B, Tk\) = \(1, 3\)"):
+        attn(tl.randn(1, 3, 8), tl.ones(1, 4, dtype="bool"))

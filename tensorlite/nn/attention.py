@@ -5,7 +5,10 @@ padding mask); for incremental decoding it appends to a per-layer KV cache.
 """
 import math
 
+import numpy as np
+
 from .. import factories
+from ..backend.device import xp_of
 from ..ops import fused
 from . import functional as F
 from .layers import Dropout, Linear
@@ -47,8 +50,9 @@ class MultiHeadAttention(Module):
     C = n_embd, H = n_head, D = C // H.
 
     Two paths compute the same thing. `_attend_heads` is the one to read: split into
-    heads, attend, merge. Training without masks, caches or attention dropout takes
-    `_attend_packed` instead (set `packed = False` to always read the plain path): one
+    heads, attend, merge. Every call without a cache, recorded probabilities or attention
+    dropout (a padding mask included) takes `_attend_packed` instead (set `packed = False`
+    to always read the plain path): one
     fused op on strided views of c_attn's output that saves the split/reshape/transpose
     nodes and their gradient copies (ops/fused.FusedPackedSelfAttention)."""
 
@@ -68,9 +72,9 @@ class MultiHeadAttention(Module):
         """x: (B, T, C). attention_mask: (B, Tk) with 1/True for real tokens, 0/False for
         padding. cache: a KVCache layer slot to read from and append to."""
         qkv = self.c_attn(x)                                             # (B, T, 3C)
-        if self.packed and cache is None and attention_mask is None and \
-                not self.record_attention and not (self.dropout and self.training):
-            y = self._attend_packed(qkv)
+        if self.packed and cache is None and not self.record_attention and \
+                not (self.dropout and self.training):
+            y = self._attend_packed(qkv, attention_mask)
         else:
             y = self._attend_heads(qkv, attention_mask, cache)
         return self.resid_dropout(self.c_proj(y))                        # (B, T, C)
@@ -93,10 +97,19 @@ class MultiHeadAttention(Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         return y.transpose(1, 2).reshape(B, T, C)                        # (B, T, C)
 
-    def _attend_packed(self, qkv):
-        C = qkv.shape[2] // 3
-        return fused.FusedPackedSelfAttention.apply(qkv, n_head=self.n_head, is_causal=self.causal,
-                                                    scale=1.0 / math.sqrt(C // self.n_head))
+    def _attend_packed(self, qkv, attention_mask=None):
+        B, T, C3 = qkv.shape
+        mask = None
+        if attention_mask is not None:  # padding keys: the kernels' additive (B, 1, 1, T) mask
+            if tuple(attention_mask.shape) != (B, T):
+                raise ValueError(f"{type(self).__name__}: attention_mask must have shape (B, Tk) = "
+                                 f"{(B, T)}, got {tuple(attention_mask.shape)}")
+            m = attention_mask._data
+            xp = xp_of(m)
+            mask = xp.where(m != 0, 0.0, -np.inf).astype(qkv._data.dtype).reshape(B, 1, 1, T)
+        return fused.FusedPackedSelfAttention.apply(qkv, mask, n_head=self.n_head,
+                                                    is_causal=self.causal,
+                                                    scale=1.0 / math.sqrt(C3 // 3 // self.n_head))
 
     def _mask(self, attention_mask, B, T, Tk, past, device):
         """(boolean mask broadcastable to (B, H, T, Tk) or None, is_causal) for the kernel."""

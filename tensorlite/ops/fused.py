@@ -224,17 +224,20 @@ class FusedPackedSelfAttention(Function):
         return tuple(h[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # 3 x (B, H, T, D)
 
     @staticmethod
-    def forward(ctx, qkv, n_head=1, is_causal=True, scale=1.0):
+    def forward(ctx, qkv, mask=None, n_head=1, is_causal=True, scale=1.0):
+        # mask: None or the kernels' additive float mask, broadcastable to (B, H, T, T): a
+        # key-padding mask (B, 1, 1, T) for padded batches (BERT)
         name, mod = _provider(ctx)
         if qkv.ndim != 3 or qkv.shape[2] % (3 * n_head):
             raise ValueError(f"packed self-attention: qkv must be (B, T, 3 * C) with C divisible "
                              f"by n_head={n_head}, got shape {qkv.shape}")
-        qkv, = _widen(ctx, name, qkv)
+        qkv, mask = _widen(ctx, name, qkv, mask)
         q, k, v = FusedPackedSelfAttention._heads(qkv, n_head)
-        check.attention(name, q, k, v, None, scale)
-        _, _, _, _, o, lse = _attention(ctx, mod, q, k, v, None, is_causal, scale)  # o (B, H, T, D)
+        check.attention(name, q, k, v, mask, scale)
+        _, _, _, mask, o, lse = _attention(ctx, mod, q, k, v, mask, is_causal, scale)  # o (B, H, T, D)
         ctx.save_for_backward(qkv if ctx.f64 is None else qkv.astype("float64"))
         ctx.o, ctx.lse, ctx.n_head, ctx.is_causal, ctx.scale = o, lse, n_head, is_causal, scale
+        ctx.mask = mask
         B, H, T, D = o.shape
         return _narrow(ctx, _f32(ctx, o.transpose(0, 2, 1, 3).reshape(B, T, H * D)))  # (B, T, C)
 
@@ -245,12 +248,12 @@ class FusedPackedSelfAttention(Function):
         B, H, T, D = ctx.o.shape
         g = _wide(ctx, g) if ctx.f64 is None else g.astype("float64")
         do = g.reshape(B, T, H, D).transpose(0, 2, 1, 3)                # (B, H, T, D)
-        grads = ctx.mod.attention_backward(q, k, v, ctx.o, ctx.lse, do, None, ctx.is_causal,
+        grads = ctx.mod.attention_backward(q, k, v, ctx.o, ctx.lse, do, ctx.mask, ctx.is_causal,
                                            ctx.scale)
         dqkv = xp_of(g).empty((B, T, 3, H, D), dtype=qkv.dtype)
         for i, d in enumerate(grads):
             dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
-        return (_narrow(ctx, _f32(ctx, dqkv.reshape(qkv.shape))),)
+        return _narrow(ctx, _f32(ctx, dqkv.reshape(qkv.shape))), None
 
 
 def adamw_step(device_type, params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps,
