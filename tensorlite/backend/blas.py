@@ -23,14 +23,15 @@ _state = {"gemm": None, "why": None}  # gemm: _C.gemm once loaded; why: the reas
 
 def _mkl_library():
     """libmkl_rt's path from the installed `mkl` wheel (it puts it in <prefix>/lib), or None."""
+    from importlib import metadata
     try:
-        from importlib import metadata
         dist = metadata.distribution("mkl")
-        for f in dist.files or ():
-            if os.path.basename(str(f)).startswith("libmkl_rt.so"):
-                return os.path.realpath(str(dist.locate_file(f)))
-    except Exception:  # noqa: BLE001 (no wheel, or metadata without a file list: look in lib/)
-        pass
+    except metadata.PackageNotFoundError:
+        dist = None
+    for f in (dist.files or ()) if dist is not None else ():
+        if os.path.basename(str(f)).startswith("libmkl_rt.so"):
+            return os.path.realpath(str(dist.locate_file(f)))
+    # no wheel metadata (e.g. MKL from the system or conda in this prefix): look in lib/
     found = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
     return found[-1] if found else None
 
