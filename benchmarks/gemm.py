@@ -91,6 +91,7 @@ def main(argv=None):
         ratio = best.get("tensorlite", 0) / best["torch"] if torch is not None and ok else float("nan")
         print(f"{name:28s} {line}  tensorlite/torch {ratio:.2f}x")
     out = pathlib.Path(a.out) / ("gemm_quick.json" if a.quick else "gemm.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": a.threads, "fma_peak_gflops": peak,
                                "blas": _C.blas_name() if ok else None, "rows": rows}, indent=1))
     print("wrote", out)

@@ -146,6 +146,7 @@ def main(argv=None):
                 print(f"{cfg:6s} {th:3d} {s:17s} {st * 1e3:8.1f} {tokens / st:8.0f} {speed:7.2f}x "
                       f"{frac:7.1%} {mem:7.1f}")
     out = pathlib.Path(a.out) / ("train_speed_quick.json" if a.quick else "train_speed.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                "blas": res[(configs[0], threads[0], "tensorlite")][0].get("blas"),
                                "rounds": rounds, "rows": rows}, indent=1))
