@@ -73,10 +73,8 @@ def backend():
 
 
 def gemm():
-    if _state["why"] is None and _state["gemm"] is None:
+    if _state["why"] is None and _state["gemm"] is None:  # the first call: load once
         _state["gemm"], _state["why"] = _load()
-        if _state["gemm"] is None and _state["why"] is None:
-            _state["why"] = "not loaded"
     return _state["gemm"]
 
 

@@ -5,10 +5,7 @@ padding mask); for incremental decoding it appends to a per-layer KV cache.
 """
 import math
 
-import numpy as np
-
 from .. import factories
-from ..backend.device import xp_of
 from ..ops import fused
 from . import functional as F
 from .layers import Dropout, Linear
@@ -99,14 +96,9 @@ class MultiHeadAttention(Module):
 
     def _attend_packed(self, qkv, attention_mask=None):
         B, T, C3 = qkv.shape
-        mask = None
-        if attention_mask is not None:  # padding keys: the kernels' additive (B, 1, 1, T) mask
-            if tuple(attention_mask.shape) != (B, T):
-                raise ValueError(f"{type(self).__name__}: attention_mask must have shape (B, Tk) = "
-                                 f"{(B, T)}, got {tuple(attention_mask.shape)}")
-            m = attention_mask._data
-            xp = xp_of(m)
-            mask = xp.where(m != 0, 0.0, -np.inf).astype(qkv._data.dtype).reshape(B, 1, 1, T)
+        mask, _ = self._mask(attention_mask, B, T, T, 0, qkv.device)  # (B, 1, 1, T) bool or None
+        # padding keys: the kernels' additive mask, as scaled_dot_product_attention makes it
+        mask = F._attention_mask(mask, qkv, B, self.n_head, T, T)
         return fused.FusedPackedSelfAttention.apply(qkv, mask, n_head=self.n_head,
                                                     is_causal=self.causal,
                                                     scale=1.0 / math.sqrt(C3 // 3 // self.n_head))

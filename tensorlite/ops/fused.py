@@ -34,11 +34,14 @@ def _widen(ctx, name, *arrays):
                  and a.dtype.name in _HALF else a for a in arrays)
 
 
-def _narrow(ctx, *arrays):
-    if ctx.half is None:
-        return arrays if len(arrays) > 1 else arrays[0]
-    out = tuple(None if a is None else a.astype(ctx.half) for a in arrays)
+def _cast(dtype, arrays):
+    """arrays in dtype (None: as they are); one array comes back bare, several as a tuple."""
+    out = arrays if dtype is None else tuple(None if a is None else a.astype(dtype) for a in arrays)
     return out if len(out) > 1 else out[0]
+
+
+def _narrow(ctx, *arrays):
+    return _cast(ctx.half, arrays)
 
 
 def _wide(ctx, a):
@@ -78,10 +81,7 @@ def _attention(ctx, mod, q, k, v, mask, is_causal, scale):
 
 def _f32(ctx, *arrays):
     """Round the float64 results of an overflowing attention call back to its dtype."""
-    if ctx.f64 is None:
-        return arrays if len(arrays) > 1 else arrays[0]
-    out = tuple(None if a is None else a.astype(ctx.f64) for a in arrays)
-    return out if len(out) > 1 else out[0]
+    return _cast(ctx.f64, arrays)
 
 
 class FusedSoftmax(Function):

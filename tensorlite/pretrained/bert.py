@@ -137,13 +137,7 @@ def sentence_transformers_config(folder):
 
 def load(cls, path):
     """cls (BertModel) from the local folder path, in eval mode."""
-    folder = F.resolve_folder(path)
-    hf = F.read_config(folder)
-    mt = F.model_type_of(folder, hf)
-    if mt != MODEL_TYPE:
-        raise F.PretrainedError(f"{folder}: model_type {mt!r} is not {MODEL_TYPE!r} (BertModel."
-                                "from_pretrained loads BERT folders; tensorlite.from_pretrained "
-                                "dispatches by model_type)")
+    folder, hf = F.open_model(path, MODEL_TYPE, "BertModel.from_pretrained loads BERT folders")
     config = config_from_hf(cls.config_class, hf, folder)
     files = F.weight_files(folder)
     found, stored = _canonical(F.tensor_infos(folder, files), folder)

@@ -69,6 +69,18 @@ def model_type_of(folder, cfg):
 
 
 # ---- reading weights -------------------------------------------------------------------------
+def open_model(path, model_type, loader):
+    """(folder, its config.json) for a folder of model_type, else one error naming loader
+    (e.g. "GPT.from_pretrained loads GPT-2 folders") and the dispatching alternative."""
+    folder = resolve_folder(path)
+    hf = read_config(folder)
+    mt = model_type_of(folder, hf)
+    if mt != model_type:
+        raise PretrainedError(f"{folder}: model_type {mt!r} is not {model_type!r} ({loader}; "
+                              "tensorlite.from_pretrained dispatches by model_type)")
+    return folder, hf
+
+
 def _header(path):
     """{name: (dtype string, shape tuple)} from a safetensors header, without reading the data:
     every check below runs before the (possibly large) tensors are read."""

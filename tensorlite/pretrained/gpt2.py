@@ -111,12 +111,7 @@ def _describe(c):
 
 def load(cls, path):
     """cls (GPT) from the local folder path, in eval mode (as transformers returns it)."""
-    folder = F.resolve_folder(path)
-    hf = F.read_config(folder)
-    mt = F.model_type_of(folder, hf)
-    if mt != MODEL_TYPE:
-        raise F.PretrainedError(f"{folder}: model_type {mt!r} is not {MODEL_TYPE!r} (GPT.from_pretrained "
-                                "loads GPT-2 folders; tensorlite.from_pretrained dispatches by model_type)")
+    folder, hf = F.open_model(path, MODEL_TYPE, "GPT.from_pretrained loads GPT-2 folders")
     config = cls.config_class(**config_from_hf(hf, folder))
     files = F.weight_files(folder)
     found, stored = _canonical(F.tensor_infos(folder, files), folder)
