@@ -8,9 +8,9 @@
 // hands to blas_load (MKL's libmkl_rt, put in its sequential layer); nothing is linked at build
 // time, so the extension builds and runs without it (gemm then refuses: blas.py checks first).
 //
-// C (M, N) = op(A) op(B) [+ C] [+ bias over rows]. A and B are 2-D arrays with one unit stride
-// (a row-major matrix or a transposed view of one: the transpose becomes the BLAS flag, never a
-// copy); C is C-contiguous. The split is over M when M is the larger side, else over N, in
+// C (M, N) = op(A) op(B) [+ C] [+ bias over rows] [+ residual (M, N)]. A and B are 2-D arrays
+// with one unit stride (a row-major matrix or a transposed view of one: the transpose becomes
+// the BLAS flag, never a copy); C is C-contiguous. The split is over M when M is the larger side, else over N, in
 // blocks that are multiples of 16 so each thread's GEMM keeps full register tiles.
 #include "kernel_util.h"
 
@@ -77,7 +77,7 @@ const T* at(const Operand& o, int64_t i, int64_t j) {
 
 template <class T>
 void gemm_t(const py::array& a, const py::array& b, py::array& c, bool accumulate,
-            const py::object& bias) {
+            const py::object& bias, const py::object& residual) {
     Gemm<T> f = nullptr;
     if constexpr (std::is_same_v<T, float>) f = g_sgemm;
     else f = g_dgemm;
@@ -102,6 +102,16 @@ void gemm_t(const py::array& a, const py::array& b, py::array& c, bool accumulat
             throw py::value_error("gemm: bias must have shape (" + std::to_string(N) + ",)");
         bp = bv.data();
     }
+    const T* rp = nullptr;
+    py::array_t<T, py::array::c_style | py::array::forcecast> rv;
+    if (!residual.is_none()) {
+        if (accumulate) throw py::value_error("gemm: residual and accumulate exclude each other");
+        rv = py::cast<py::array_t<T, py::array::c_style | py::array::forcecast>>(residual);
+        if (rv.ndim() != 2 || rv.shape(0) != M || rv.shape(1) != N)
+            throw py::value_error("gemm: residual must have shape (" + std::to_string(M) + ", " +
+                                  std::to_string(N) + ")");
+        rp = rv.data();
+    }
     T* C = static_cast<T*>(c.mutable_data());
     if (M == 0 || N == 0) return;
     const bool by_rows = M >= N;
@@ -118,13 +128,19 @@ void gemm_t(const py::array& a, const py::array& b, py::array& c, bool accumulat
         const int64_t n0 = by_rows ? 0 : lo, n = by_rows ? N : hi - lo;
         T* cb = C + m0 * N + n0;
         T beta = accumulate ? T(1) : T(0);
-        if (bp) {  // the bias as C's starting value: the GEMM adds to it in the same pass
+        // The bias and the residual (a transformer's skip connection, y = r + x W^T + b) as
+        // C's starting value: the GEMM adds its product to them in the same pass, while this
+        // thread's block of C is in its cache, instead of a separate add over the whole array.
+        if (bp || rp) {
             for (int64_t i = 0; i < m; ++i) {
                 T* row = cb + i * N;
+                const T* res = rp ? rp + (m0 + i) * N + n0 : nullptr;
                 if (accumulate)
                     for (int64_t j = 0; j < n; ++j) row[j] += bp[n0 + j];
+                else if (res && bp)
+                    for (int64_t j = 0; j < n; ++j) row[j] = res[j] + bp[n0 + j];
                 else
-                    std::memcpy(row, bp + n0, size_t(n) * sizeof(T));
+                    std::memcpy(row, res ? res : bp + n0, size_t(n) * sizeof(T));
             }
             beta = T(1);
         }
@@ -139,12 +155,12 @@ void gemm_t(const py::array& a, const py::array& b, py::array& c, bool accumulat
 }
 
 void gemm(const py::array& a, const py::array& b, py::array& out, bool accumulate,
-          const py::object& bias) {
+          const py::object& bias, const py::object& residual) {
     const auto dt = a.dtype();
     if (!dt.is(b.dtype()) || !dt.is(out.dtype()))
         throw py::value_error("gemm: a, b and out must have one dtype");
-    if (dt.is(py::dtype::of<float>())) gemm_t<float>(a, b, out, accumulate, bias);
-    else if (dt.is(py::dtype::of<double>())) gemm_t<double>(a, b, out, accumulate, bias);
+    if (dt.is(py::dtype::of<float>())) gemm_t<float>(a, b, out, accumulate, bias, residual);
+    else if (dt.is(py::dtype::of<double>())) gemm_t<double>(a, b, out, accumulate, bias, residual);
     else throw py::value_error("gemm: dtype must be float32 or float64");
 }
 
@@ -192,5 +208,7 @@ void bind_gemm(py::module_& m) {
     m.def("blas_name", [] { return g_name; }, "Path of the loaded BLAS ('' if none).");
     m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("out"),
           py::arg("accumulate") = false, py::arg("bias") = py::none(),
-          "out = a @ b (+ out if accumulate) (+ bias over rows), on the kernels' thread pool.");
+          py::arg("residual") = py::none(),
+          "out = a @ b (+ out if accumulate) (+ bias over rows) (+ residual, an (M, N) array), "
+          "on the kernels' thread pool.");
 }

@@ -50,6 +50,11 @@ def test_gemm_matches_numpy(rng, dtype, la, lb, M, K, N):
     out[...] = base
     gemm(a, b, out, True, bias)
     _close(out, base + a @ b + bias, dtype)
+    res = rng.standard_normal((M, N)).astype(dtype)  # the residual: C's start, not out's
+    for bb in (None, bias):
+        out[...] = np.nan
+        gemm(a, b, out, False, bb, res)
+        _close(out, res + a @ b + (0 if bb is None else bb), dtype)
 
 
 @have_mkl
@@ -85,6 +90,10 @@ def test_gemm_refuses_what_it_cannot_take(rng):
         gemm(a, a.T, np.empty((4, 4), np.float32), False, np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="float32 or float64"):
         gemm(a.astype(np.int32), a.T.astype(np.int32), np.empty((4, 4), np.int32), False, None)
+    with pytest.raises(ValueError, match=r"residual must have shape \(4, 4\)"):
+        gemm(a, a.T, np.empty((4, 4), np.float32), False, None, np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="residual and accumulate exclude each other"):
+        gemm(a, a.T, np.zeros((4, 4), np.float32), True, None, np.zeros((4, 4), np.float32))
 
 
 def test_mm_falls_back_to_numpy_for_what_gemm_does_not_take(rng):
@@ -116,6 +125,66 @@ def test_linear_node_matches_matmul_and_add(rng, dtype, lead, bias):
                                         + ([bt.grad.numpy()] if bias else []))
     for a, e in zip(got[0], want[0]):
         _close(a, e, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_with_residual_matches_the_add(rng, dtype, bias):
+    """F._linear_residual (the skip connection inside the GEMM) against linear + add:
+    the output and every gradient, the residual's being g itself."""
+    x = rng.standard_normal((2, 5, 7)).astype(dtype)
+    w = rng.standard_normal((4, 7)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    r = rng.standard_normal((2, 5, 4)).astype(dtype)
+    g = rng.standard_normal((2, 5, 4)).astype(dtype)
+    results = []
+    for fused in (True, False):
+        xt, wt, bt, rt = (tl.tensor(a, requires_grad=True) for a in (x, w, b, r))
+        bb = bt if bias else None
+        y = F._linear_residual(xt, wt, bb, rt) if fused else rt + F.linear(xt, wt, bb)
+        assert (y.grad_fn.name() == "LinearBackward") == fused
+        (y * tl.tensor(g)).sum().backward()
+        results.append([y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), rt.grad.numpy()]
+                       + ([bt.grad.numpy()] if bias else []))
+    for a, e in zip(*results):
+        _close(a, e, dtype)
+    np.testing.assert_array_equal(results[0][3], g)
+
+
+def test_linear_with_residual_falls_back_where_the_gemm_cannot_add_it(rng):
+    """A residual that broadcasts (or of another dtype) is added as written."""
+    x = tl.tensor(rng.standard_normal((3, 7)).astype(np.float32))
+    w = tl.tensor(rng.standard_normal((4, 7)).astype(np.float32))
+    for r in (tl.tensor(rng.standard_normal(4).astype(np.float32)),
+              tl.tensor(rng.standard_normal((3, 4)))):
+        y = F._linear_residual(x, w, None, r)
+        np.testing.assert_allclose(y.numpy(), (r + F.linear(x, w)).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("prenorm", [True, False])
+def test_block_skip_connections_inside_the_gemm_match_the_modules(rng, prenorm):
+    """Block adds its skip connections inside the projections' GEMMs; with a hook on the
+    projections (which must see their own output) it runs the modules, then the adds: the
+    two agree, forward and backward, and the hooks do see the projection alone."""
+    from tensorlite.nn.transformer import Block
+    tl.manual_seed(0)
+    blk = Block(32, 4, prenorm=prenorm, causal=prenorm)
+    x = rng.standard_normal((2, 6, 32)).astype(np.float32)
+    results, seen = [], []
+    for hooked in (False, True):
+        handles = [blk.attn.c_proj.register_forward_hook(lambda m, a, o: seen.append(o.shape)),
+                   blk.mlp.c_proj.register_forward_hook(lambda m, a, o: None)] if hooked else []
+        blk.zero_grad()
+        xt = tl.tensor(x, requires_grad=True)
+        y = blk(xt)
+        y.square().sum().backward()
+        results.append([y.detach().numpy(), xt.grad.numpy()]
+                       + [p.grad.numpy() for p in blk.parameters()])
+        for h in handles:
+            h.remove()
+    assert seen == [(2, 6, 32)]
+    for a, e in zip(*results):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
 
 
 def test_linear_matches_torch(rng):

@@ -99,19 +99,24 @@ def _blas_layout(a):
     return r == 1 and s1 == it
 
 
-def mm(a, b, bias=None, out=None, accumulate=False):
+def mm(a, b, bias=None, out=None, accumulate=False, residual=None):
+    """a @ b (+ bias over rows) (+ residual, an array of the result's shape) (+ out when
+    accumulate; not with residual), on the kernels' pool when a BLAS is loaded."""
     g = gemm()
     if (g is not None and isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
             and a.dtype == b.dtype and a.dtype.char in "fd" and _blas_layout(a) and _blas_layout(b)
             and (bias is None or (bias.dtype == a.dtype and bias.ndim == 1))
+            and (residual is None or (isinstance(residual, np.ndarray) and residual.dtype == a.dtype))
             and (out is None or (out.dtype == a.dtype and out.flags.c_contiguous))):
         if out is None:
             out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-        g(a, b, out, accumulate, bias)
+        g(a, b, out, accumulate, bias, residual)
         return out
     y = a @ b
     if bias is not None:
         y += bias
+    if residual is not None:
+        y += residual
     if out is None:
         return y
     if accumulate:

@@ -8,7 +8,7 @@ import math
 from .. import factories
 from ..ops import fused
 from . import functional as F
-from .layers import Dropout, Linear
+from .layers import Dropout, Linear, residual_linear
 from .module import Module
 
 
@@ -65,16 +65,18 @@ class MultiHeadAttention(Module):
         self.record_attention = False   # when True, keep the probabilities (for inspection)
         self.last_attention = None
 
-    def forward(self, x, attention_mask=None, cache=None):
+    def forward(self, x, attention_mask=None, cache=None, residual=None):
         """x: (B, T, C). attention_mask: (B, Tk) with 1/True for real tokens, 0/False for
-        padding. cache: a KVCache layer slot to read from and append to."""
+        padding. cache: a KVCache layer slot to read from and append to. residual: (B, T, C)
+        added to the output (the block's skip connection, added inside the projection's GEMM:
+        nn/layers.residual_linear)."""
         qkv = self.c_attn(x)                                             # (B, T, 3C)
         if self.packed and cache is None and not self.record_attention and \
                 not (self.dropout and self.training):
             y = self._attend_packed(qkv, attention_mask)
         else:
             y = self._attend_heads(qkv, attention_mask, cache)
-        return self.resid_dropout(self.c_proj(y))                        # (B, T, C)
+        return residual_linear(self.c_proj, y, residual, self.resid_dropout)  # (B, T, C)
 
     def _attend_heads(self, qkv, attention_mask, cache):
         B, T, C3 = qkv.shape

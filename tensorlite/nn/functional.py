@@ -35,6 +35,20 @@ def linear(input, weight, bias=None):  # noqa: A002
     return y if bias is None else y + bias
 
 
+def _linear_residual(input, weight, bias, residual):  # noqa: A002
+    """residual + linear(input, weight, bias): a transformer's skip connection. On the CPU's
+    one-GEMM path the residual is the GEMM's starting value (ops/linear.py), one pass and one
+    graph node fewer than the add; anywhere else (other dtypes, devices, broadcasting), the
+    plain add."""
+    if (residual.shape == input.shape[:-1] + (weight.shape[0],) and input.shape[-1] == weight.shape[-1]
+            and fast_dtype(input.device.type) is None and input.dtype in (dt.float32, dt.float64)
+            and input.dtype is weight.dtype and residual.dtype is input.dtype
+            and input.device == weight.device == residual.device
+            and (bias is None or (bias.dtype is input.dtype and bias.device == input.device))):
+        return L.Linear.apply(input, weight, bias, residual)
+    return residual + linear(input, weight, bias)
+
+
 def relu(input):  # noqa: A002
     return input.relu()
 

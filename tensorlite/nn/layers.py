@@ -44,6 +44,23 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def _plain(m):
+    return not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
+
+
+def residual_linear(linear, x, residual, dropout=None):
+    """residual + dropout(linear(x)): a transformer's projection back into its residual
+    stream. When nothing could tell the difference -- a plain Linear and Dropout without
+    hooks, and the dropout inactive -- the add happens inside the GEMM
+    (F._linear_residual); otherwise the modules run as written, then the add."""
+    if residual is not None and type(linear) is Linear and _plain(linear) and (
+            dropout is None or (_plain(dropout) and (dropout.p == 0 or not dropout.training))):
+        return F._linear_residual(x, linear.weight, linear.bias, residual)
+    y = linear(x)
+    y = y if dropout is None else dropout(y)
+    return y if residual is None else residual + y
+
+
 class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, dtype=None, device=None):
         super().__init__()

@@ -1,7 +1,7 @@
 """The transformer block, shared by the decoder (GPT) and the encoder (BERT-style):
 they differ in the attention mask and the norm placement, not in copied code."""
 from .attention import MultiHeadAttention
-from .layers import GELU, Dropout, LayerNorm, Linear, ReLU
+from .layers import GELU, Dropout, LayerNorm, Linear, ReLU, residual_linear
 from .module import Module
 
 # activation name -> (attribute name in MLP, module factory). "gelu_tanh" is the tanh
@@ -38,9 +38,10 @@ class MLP(Module):
         self.c_proj = Linear(hidden, n_embd, bias=bias)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """residual: added to the output (the block's skip connection, see attention.py)."""
         act = getattr(self, self._act_attr)
-        return self.dropout(self.c_proj(act(self.c_fc(x))))
+        return residual_linear(self.c_proj, act(self.c_fc(x)), residual, self.dropout)
 
 
 class Block(Module):
@@ -60,8 +61,9 @@ class Block(Module):
 
     def forward(self, x, attention_mask=None, cache=None):
         # x: (B, T, C) in and out; attention_mask (B, Tk) for padding; cache: a KV cache slot
+        # (the skip connections x + f(x) are added inside f's last GEMM: residual=x)
         if self.prenorm:
-            x = x + self.attn(self.ln_1(x), attention_mask, cache)   # (B, T, C)
-            return x + self.mlp(self.ln_2(x))                        # (B, T, C)
-        x = self.ln_1(x + self.attn(x, attention_mask, cache))       # (B, T, C)
-        return self.ln_2(x + self.mlp(x))                            # (B, T, C)
+            x = self.attn(self.ln_1(x), attention_mask, cache, residual=x)   # (B, T, C)
+            return self.mlp(self.ln_2(x), residual=x)                        # (B, T, C)
+        x = self.ln_1(self.attn(x, attention_mask, cache, residual=x))       # (B, T, C)
+        return self.ln_2(self.mlp(x, residual=x))                            # (B, T, C)
