@@ -62,6 +62,18 @@ def _load_cpp():
     return _C
 
 
+def dtype_name(dtype):
+    """numpy's dtype.name, remembered per dtype: the property builds the string anew each
+    time (~2 us), and every fused op asks a few times per call."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = dtype.name
+    return name
+
+
+_DTYPE_NAMES = {}
+
+
 def _load_triton():
     if "tensorlite.kernels.provider" not in sys.modules:
         from .device import cuda_unavailable_reason, emulating_cuda
@@ -101,11 +113,17 @@ def get_kernels():
 
 
 def cpp_available():
-    try:
-        _load_cpp()
-        return True
-    except ImportError:
-        return False
+    """Whether tensorlite._C imports (asked once: every fused op's provider choice asks)."""
+    if not _cpp_ok:
+        try:
+            _load_cpp()
+            _cpp_ok.append(True)
+        except ImportError:
+            _cpp_ok.append(False)
+    return _cpp_ok[0]
+
+
+_cpp_ok = []
 
 
 def load(name):

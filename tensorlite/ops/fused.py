@@ -6,7 +6,7 @@ Shapes: B batch, H heads, T (Tq, Tk) sequence, D head dim, C channels, N rows, V
 """
 from ..autograd.function import Function
 from ..backend.device import xp_of
-from ..backend.registry import DTYPES, get_provider, load, warn_once
+from ..backend.registry import DTYPES, dtype_name, get_provider, load, warn_once
 from . import fused_checks as check
 
 
@@ -27,11 +27,12 @@ def _widen(ctx, name, *arrays):
     that dtype (None when nothing was widened) so the backward does the same."""
     first = next((a for a in arrays if a is not None and hasattr(a, "dtype")), None)
     ctx.half = None
-    if first is None or first.dtype.name not in _HALF or first.dtype.name in DTYPES[name]:
+    if first is None or first.dtype.itemsize != 2 or dtype_name(first.dtype) not in _HALF \
+            or dtype_name(first.dtype) in DTYPES[name]:
         return arrays
     ctx.half = first.dtype
     return tuple(a.astype("float32") if a is not None and getattr(a, "dtype", None) is not None
-                 and a.dtype.name in _HALF else a for a in arrays)
+                 and dtype_name(a.dtype) in _HALF else a for a in arrays)
 
 
 def _cast(dtype, arrays):

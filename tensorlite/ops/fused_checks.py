@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..backend.registry import DTYPES
+from ..backend.registry import DTYPES, dtype_name
 
 
 def floats(op, provider, **arrays):
@@ -18,8 +18,9 @@ def floats(op, provider, **arrays):
     for name, a in arrays.items():
         if a is None:
             continue
-        dt = np.dtype(a.dtype)
-        if dt.name not in allowed:
+        dt = a.dtype
+        if dtype_name(dt) not in allowed:
+            dt = np.dtype(dt)
             raise TypeError(f"{op}: {name} has dtype {dt.name}; the {provider!r} kernels take "
                             f"{' or '.join(allowed)}")
         if first is None:
