@@ -203,7 +203,7 @@ TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>&
 
     for (long i = 0; i < rows; ++i) {
         const T l = w.l[i];
-        T* o = out + ((bh * pb.Tq) + i0 + i) * D;
+        T* o = out + b * pb.ob + h * pb.oh + (i0 + i) * pb.ot;
         const T* acc = w.O + i * Dp;
         if (l > 0) {
             const T inv = T(1) / l;
@@ -371,7 +371,7 @@ void decode_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k,
                 s[j] = acc;
                 m = std::max(m, acc);
             }
-            T* oi = o + r * D;
+            T* oi = o + b * pb.ob + h * pb.oh + i * pb.ot;
             for (long d = 0; d < D; ++d) oi[d] = 0;
             if (m == ninf) {  // nothing to attend (or no keys at all)
                 lse[r] = std::numeric_limits<T>::infinity();

@@ -30,6 +30,7 @@ struct Problem {
     bool causal;
     T scale;
     View4<T> mask;  // p == nullptr: no mask; broadcast dims have stride 0
+    long ob, oh, ot;  // strides of the forward's output o (elements; d is contiguous)
 };
 
 template <typename T>
@@ -43,11 +44,13 @@ Problem<T> make_problem(long B, long H, long Tq, long Tk, long D, bool causal, d
     pb.nkt = round_up(Tk, BK) / BK;
     pb.causal = causal;
     pb.scale = T(scale);
+    pb.ob = H * Tq * D, pb.oh = Tq * D, pb.ot = D;  // (B, H, Tq, D) C-contiguous
     return pb;
 }
 
 // Both run without the GIL; the caller has checked every shape the views are read with.
-// o, dq: (B, H, Tq, D); dk, dv: (B, H, Tk, D); lse: (B, H, Tq); all C-contiguous.
+// o: (B, H, Tq, D) with pb's strides; dq: (B, H, Tq, D); dk, dv: (B, H, Tk, D); lse: (B, H, Tq);
+// those four C-contiguous.
 template <typename T>
 void run_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, const View4<T>& v,
                  T* o, T* lse);

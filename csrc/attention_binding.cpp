@@ -87,16 +87,24 @@ template <typename T>
 py::tuple forward_typed(const Checked& c, py::array q, py::array k, py::array v, py::object mask,
                         bool causal, double scale) {
     py::array mk;
-    const Problem<T> pb = problem_of<T>(c, mask, mk, causal, scale);
+    Problem<T> pb = problem_of<T>(c, mask, mk, causal, scale);
     View4<T> qv = view_of<T>(q), kv = view_of<T>(k), vv = view_of<T>(v);
-    py::array_t<T> o({c.B, c.H, c.Tq, c.D});
+    // o takes q's layout: when q is a (B, T, H, D) array seen as (B, H, T, D) -- heads side by
+    // side in each row, as a packed qkv projection makes them -- o is written that way too, and
+    // merging its heads back into (B, T, H*D) costs the caller no copy. (PyTorch's SDPA does
+    // the same.) Any other q gives a C-contiguous o.
+    const bool bthd = c.H > 1 && c.Tq > 1 && qv.s[1] < qv.s[2];
+    py::array_t<T> o_buf(bthd ? std::vector<py::ssize_t>{c.B, c.Tq, c.H, c.D}
+                              : std::vector<py::ssize_t>{c.B, c.H, c.Tq, c.D});
+    if (bthd) pb.ob = c.Tq * c.H * c.D, pb.oh = c.D, pb.ot = c.H * c.D;
     py::array_t<T> lse({c.B, c.H, c.Tq});
-    T* op = o.mutable_data();
+    T* op = o_buf.mutable_data();
     T* lp = lse.mutable_data();
     {
         py::gil_scoped_release nogil;
         run_forward(pb, qv, kv, vv, op, lp);
     }
+    py::object o = bthd ? o_buf.attr("transpose")(0, 2, 1, 3) : py::object(o_buf);
     return py::make_tuple(o, lse);
 }
 
