@@ -297,8 +297,9 @@ TL_INLINE void bwd_group(const Problem<T>& pb, const BwdData<T>& bd, long bh, lo
                             bd.krows.st, dQ + i0 * Dp, Dp, nullptr, query_rows);      // dS k
         }
         for (long r = 0; r < cols; ++r) {
-            T* dk = dk_out + (bh * pb.Tk + j0 + r) * D;
-            T* dv = dv_out + (bh * pb.Tk + j0 + r) * D;
+            const long at = b * pb.kgb + h * pb.kgh + (j0 + r) * pb.kgt;
+            T* dk = dk_out + at;
+            T* dv = dv_out + at;
             for (long d = 0; d < D; ++d) dk[d] = w.dK[r * Dp + d] * pb.scale, dv[d] = w.dV[r * Dp + d];
         }
     }
@@ -457,7 +458,7 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     // dq = scale * sum over groups, always in group order.
     tl::parallel_for_static(nth, BH, [&](long bh) {
         for (long i = 0; i < pb.Tq; ++i) {
-            T* out = dq + (bh * pb.Tq + i) * D;
+            T* out = dq + (bh / pb.H) * pb.qgb + (bh % pb.H) * pb.qgh + i * pb.qgt;
             for (long d = 0; d < D; ++d) {
                 T acc = 0;
                 for (long g = 0; g < bd.G; ++g) acc += bd.dQ[((g * BH + bh) * pb.Tqp + i) * Dp + d];

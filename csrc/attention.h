@@ -31,6 +31,8 @@ struct Problem {
     T scale;
     View4<T> mask;  // p == nullptr: no mask; broadcast dims have stride 0
     long ob, oh, ot;  // strides of the forward's output o (elements; d is contiguous)
+    long qgb, qgh, qgt;  // strides of the backward's dq, and of its dk and dv
+    long kgb, kgh, kgt;
 };
 
 template <typename T>
@@ -45,12 +47,14 @@ Problem<T> make_problem(long B, long H, long Tq, long Tk, long D, bool causal, d
     pb.causal = causal;
     pb.scale = T(scale);
     pb.ob = H * Tq * D, pb.oh = Tq * D, pb.ot = D;  // (B, H, Tq, D) C-contiguous
+    pb.qgb = H * Tq * D, pb.qgh = Tq * D, pb.qgt = D;
+    pb.kgb = H * Tk * D, pb.kgh = Tk * D, pb.kgt = D;
     return pb;
 }
 
 // Both run without the GIL; the caller has checked every shape the views are read with.
-// o: (B, H, Tq, D) with pb's strides; dq: (B, H, Tq, D); dk, dv: (B, H, Tk, D); lse: (B, H, Tq);
-// those four C-contiguous.
+// o: (B, H, Tq, D), dq: (B, H, Tq, D), dk, dv: (B, H, Tk, D), each with pb's strides;
+// lse: (B, H, Tq) C-contiguous.
 template <typename T>
 void run_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, const View4<T>& v,
                  T* o, T* lse);

@@ -108,14 +108,50 @@ py::tuple forward_typed(const Checked& c, py::array q, py::array k, py::array v,
     return py::make_tuple(o, lse);
 }
 
+// Whether q, k and v are the q | k | v thirds of one C-contiguous (B, T, 3, H, D) array (a
+// packed qkv projection split into heads), seen as (B, H, T, D).
+template <typename T>
+bool packed_qkv(const Checked& c, const py::array& q, const py::array& k, const py::array& v) {
+    const py::ssize_t it = sizeof(T), part = c.H * c.D * it, row = 3 * part;
+    if (c.Tq != c.Tk || c.B < 1 || c.H < 2 || c.Tq < 2 || c.D < 1) return false;
+    const char* base = static_cast<const char*>(q.data());
+    if (static_cast<const char*>(k.data()) != base + part ||
+        static_cast<const char*>(v.data()) != base + 2 * part)
+        return false;
+    for (const py::array* a : {&q, &k, &v})
+        if (a->strides(0) != c.Tq * row || a->strides(1) != c.D * it || a->strides(2) != row ||
+            a->strides(3) != it)
+            return false;
+    return true;
+}
+
 template <typename T>
 py::tuple backward_typed(const Checked& c, py::array q, py::array k, py::array v, py::array o,
                          py::array lse, py::array dout, py::object mask, bool causal,
                          double scale) {
     py::array mk;
-    const Problem<T> pb = problem_of<T>(c, mask, mk, causal, scale);
+    Problem<T> pb = problem_of<T>(c, mask, mk, causal, scale);
     View4<T> qv = view_of<T>(q), kv = view_of<T>(k), vv = view_of<T>(v);
     View4<T> ov = view_of<T>(o), lv = view_of<T>(lse), dv_ = view_of<T>(dout);
+    if (packed_qkv<T>(c, q, k, v)) {
+        // q, k, v are the three parts of one (B, T, 3, H, D) projection: the gradients are
+        // written into one array of that layout, returned as three (B, H, T, D) views of it,
+        // so the caller's packed gradient is that array (ops/fused.py), with no copy.
+        py::array_t<T> g({c.B, c.Tq, long(3), c.H, c.D});
+        const long row = 3 * c.H * c.D;
+        pb.qgb = pb.kgb = c.Tq * row, pb.qgh = pb.kgh = c.D, pb.qgt = pb.kgt = row;
+        T* gp = g.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            run_backward(pb, qv, kv, vv, ov, lv, dv_, gp, gp + c.H * c.D, gp + 2 * c.H * c.D);
+        }
+        const py::ssize_t it = sizeof(T);
+        auto part = [&](int i) {
+            return py::array_t<T>({c.B, c.H, c.Tq, c.D},
+                                  {c.Tq * row * it, c.D * it, row * it, it}, gp + i * c.H * c.D, g);
+        };
+        return py::make_tuple(part(0), part(1), part(2));
+    }
     py::array_t<T> dq({c.B, c.H, c.Tq, c.D});
     py::array_t<T> dk({c.B, c.H, c.Tk, c.D});
     py::array_t<T> dv({c.B, c.H, c.Tk, c.D});

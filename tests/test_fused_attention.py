@@ -548,6 +548,21 @@ def test_cpp_output_takes_the_packed_layout_of_q(rng, T):
     np.testing.assert_array_equal(lse, lsec)
     o1, _ = C.attention_forward(q[:, :1], k[:, :1], v[:, :1], None, True, 0.3)  # one head
     assert o1.flags.c_contiguous
+    # the backward writes dq | dk | dv into one packed array when q, k, v are its thirds
+    do = rng.standard_normal(o.shape).astype(np.float32)
+    grads = C.attention_backward(q, k, v, o, lse, do, None, True, 0.3)
+    want = C.attention_backward(*(np.ascontiguousarray(a) for a in (q, k, v, o)), lse, do,
+                                None, True, 0.3)
+    for g, w in zip(grads, want):
+        np.testing.assert_array_equal(g, w)
+    base = grads[0].base
+    packed = T > 1
+    assert (base is not None and all(g.base is base for g in grads)
+            and base.shape == (B, T, 3, H, D)) == packed
+    if packed:
+        np.testing.assert_array_equal(
+            base.reshape(B, T, 3 * H * D),
+            np.concatenate([g.transpose(0, 2, 1, 3).reshape(B, T, H * D) for g in want], -1))
 
 
 # ---------------------------------------------------------------- bad input

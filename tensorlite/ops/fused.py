@@ -251,9 +251,14 @@ class FusedPackedSelfAttention(Function):
         do = g.reshape(B, T, H, D).transpose(0, 2, 1, 3)                # (B, H, T, D)
         grads = ctx.mod.attention_backward(q, k, v, ctx.o, ctx.lse, do, ctx.mask, ctx.is_causal,
                                            ctx.scale)
-        dqkv = xp_of(g).empty((B, T, 3, H, D), dtype=qkv.dtype)
-        for i, d in enumerate(grads):
-            dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
+        base = getattr(grads[0], "base", None)
+        if (base is not None and all(d.base is base for d in grads)
+                and base.shape == (B, T, 3, H, D) and base.flags.c_contiguous):
+            dqkv = base  # the provider wrote all three into one packed array (cpp)
+        else:
+            dqkv = xp_of(g).empty((B, T, 3, H, D), dtype=qkv.dtype)
+            for i, d in enumerate(grads):
+                dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
         return _narrow(ctx, _f32(ctx, dqkv.reshape(qkv.shape))), None
 
 
