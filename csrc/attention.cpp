@@ -52,13 +52,14 @@ struct FreeDeleter {
 };
 using Buffer = std::unique_ptr<void, FreeDeleter>;
 
-// 64-byte aligned, zero-filled; throws std::bad_alloc (-> MemoryError) before any thread starts.
+// 64-byte aligned, zero-filled unless `zero` is false (buffers whose every element is written
+// before it is read); throws std::bad_alloc (-> MemoryError) before any thread starts.
 template <typename T>
-T* alloc_zeroed(std::vector<Buffer>& owner, long n) {
+T* alloc_zeroed(std::vector<Buffer>& owner, long n, bool zero = true) {
     std::size_t bytes = round_up(std::max<long>(n, 1) * (long)sizeof(T), 64);
     void* p = std::aligned_alloc(64, bytes);
     if (!p) throw std::bad_alloc();
-    std::memset(p, 0, bytes);
+    if (zero) std::memset(p, 0, bytes);
     owner.emplace_back(p);
     return static_cast<T*>(p);
 }
@@ -82,6 +83,19 @@ void copy_rows(const View4<T>& src, long b, long h, long t0, long n, long n_pad,
 template <typename T>
 void copy_tile_transposed(const View4<T>& src, long b, long h, long i0, long rows, long D, T mult,
                           T* dst) {
+    if (src.s[3] == 1 && rows == BQ) {
+        // the usual case: whole tiles of unit-stride rows, read 16 queries at a time into a
+        // local block and stored as contiguous runs of the transposed tile
+        const T* base = src.at(b, h, i0);
+        const long ts = src.s[2];
+        for (long c = 0; c < BQ; c += 16) {
+            for (long d = 0; d < D; ++d) {
+                T* out = dst + d * BQ + c;
+                for (long i = 0; i < 16; ++i) out[i] = base[(c + i) * ts + d] * mult;
+            }
+        }
+        return;
+    }
     for (long i = 0; i < BQ; ++i) {
         if (i < rows) {
             const T* row = src.at(b, h, i0 + i);
@@ -426,10 +440,11 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
     // only, so the summation order of dq, and hence the result, is the same for any thread count.
     const long want = 4L * tl::num_procs();
     bd.G = std::max(1L, std::min(std::max(pb.nkt, 1L), (want + BH - 1) / std::max(BH, 1L)));
-    T* QT = alloc_zeroed<T>(owner, BH * pb.nqt * D * BQ);
-    T* dOT = alloc_zeroed<T>(owner, BH * pb.nqt * D * BQ);
-    T* L = alloc_zeroed<T>(owner, BH * pb.Tqp);
-    T* Di = alloc_zeroed<T>(owner, BH * pb.Tqp);
+    // (filled in whole, padding lanes included, by the loop below)
+    T* QT = alloc_zeroed<T>(owner, BH * pb.nqt * D * BQ, false);
+    T* dOT = alloc_zeroed<T>(owner, BH * pb.nqt * D * BQ, false);
+    T* L = alloc_zeroed<T>(owner, BH * pb.Tqp, false);
+    T* Di = alloc_zeroed<T>(owner, BH * pb.Tqp, false);
     bd.QT = QT, bd.dOT = dOT, bd.lse = L, bd.Di = Di;
     bd.dQ = alloc_zeroed<T>(owner, bd.G * BH * pb.Tqp * Dp);
 
@@ -438,12 +453,18 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
         const long i0 = qt * BQ, rows = std::min(BQ, pb.Tq - i0);
         copy_tile_transposed(q, b, h, i0, rows, D, pb.scale, QT + t * D * BQ);
         copy_tile_transposed(dout, b, h, i0, rows, D, T(1), dOT + t * D * BQ);
+        const bool unit = o.s[3] == 1 && dout.s[3] == 1;
         for (long i = 0; i < BQ; ++i) {
             T acc = 0;
             if (i < rows) {
                 const T* orow = o.at(b, h, i0 + i);
                 const T* drow = dout.at(b, h, i0 + i);
-                for (long d = 0; d < D; ++d) acc += orow[d * o.s[3]] * drow[d * dout.s[3]];
+                if (unit) {  // the usual case, vectorised
+#pragma omp simd reduction(+ : acc)
+                    for (long d = 0; d < D; ++d) acc += orow[d] * drow[d];
+                } else {
+                    for (long d = 0; d < D; ++d) acc += orow[d * o.s[3]] * drow[d * dout.s[3]];
+                }
             }
             Di[bh * pb.Tqp + i0 + i] = acc;
             L[bh * pb.Tqp + i0 + i] = i < rows ? lse.at(b, h, 0)[(i0 + i) * lse.s[2]]
@@ -457,13 +478,21 @@ void run_backward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, co
 
     // dq = scale * sum over groups, always in group order.
     tl::parallel_for_static(nth, BH, [&](long bh) {
+        const long group = BH * pb.Tqp * Dp;  // one group's dq buffer
         for (long i = 0; i < pb.Tq; ++i) {
             T* out = dq + (bh / pb.H) * pb.qgb + (bh % pb.H) * pb.qgh + i * pb.qgt;
-            for (long d = 0; d < D; ++d) {
-                T acc = 0;
-                for (long g = 0; g < bd.G; ++g) acc += bd.dQ[((g * BH + bh) * pb.Tqp + i) * Dp + d];
-                out[d] = acc * pb.scale;
+            const T* src = bd.dQ + (bh * pb.Tqp + i) * Dp;
+            // d innermost (contiguous, vectorised), groups added one after the other: the same
+            // sums in the same order as a loop over groups per element
+#pragma omp simd
+            for (long d = 0; d < D; ++d) out[d] = src[d];
+            for (long g = 1; g < bd.G; ++g) {
+                const T* sg = src + g * group;
+#pragma omp simd
+                for (long d = 0; d < D; ++d) out[d] += sg[d];
             }
+#pragma omp simd
+            for (long d = 0; d < D; ++d) out[d] *= pb.scale;
         }
     });
 }
