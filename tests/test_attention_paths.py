@@ -56,3 +56,28 @@ def test_packed_path_refuses_a_mask_of_the_wrong_shape():
     attn = MultiHeadAttention(8, 2, causal=False)
     with pytest.raises(ValueError, match=r"attention_mask must have shape \(B, Tk\) = \(1, 3\)"):
         attn(tl.randn(1, 3, 8), tl.ones(1, 4, dtype="bool"))
+
+
+def test_packed_padding_mask_is_remade_when_the_mask_changes():
+    """The packed path reuses the kernel mask it made for the same attention_mask object
+    (the encoder's layers share one); another mask, or the same one changed in place, is
+    made anew."""
+    tl.manual_seed(0)
+    attn = MultiHeadAttention(24, 4, causal=False).to(dtype=tl.float64)
+    x = tl.tensor(np.random.default_rng(1).standard_normal((2, 7, 24)))
+    m1 = tl.tensor(np.array([[1] * 7, [1] * 4 + [0] * 3]), dtype="bool")
+    m2 = tl.tensor(np.array([[1] * 5 + [0] * 2, [1] * 7]), dtype="bool")
+
+    def both(mask):
+        attn.packed = True
+        fast = attn(x, mask).numpy()
+        attn.packed = False
+        return fast, attn(x, mask).numpy()
+
+    with tl.no_grad():
+        for mask in (m1, m1, m2, m1):
+            fast, plain = both(mask)
+            np.testing.assert_allclose(fast, plain, rtol=1e-10, atol=1e-12)
+        m1[1, 4] = True  # in place: the cached kernel mask of m1 is stale now
+        fast, plain = both(m1)
+        np.testing.assert_allclose(fast, plain, rtol=1e-10, atol=1e-12)

@@ -189,7 +189,8 @@ def sentence_config(model):
             "pooling": list(sc.get("pooling") or ["mean"])}
 
 
-def _call_tokenizer(tokenizer, texts, max_len):
+def _tokenizer_kwargs(tokenizer, max_len):
+    """The padding/truncation keywords this tokenizer's call accepts."""
     want = dict(padding=True, truncation=True, max_length=max_len, return_tensors="np")
     try:
         params = inspect.signature(tokenizer).parameters
@@ -199,7 +200,12 @@ def _call_tokenizer(tokenizer, texts, max_len):
         named = {k: v for k, v in want.items() if k in params}
         var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         want = named or (want if var_kw else {})
-    return tokenizer(list(texts), **want)
+    return want
+
+
+def _call_tokenizer(tokenizer, texts, max_len, kwargs=None):
+    return tokenizer(list(texts), **(kwargs if kwargs is not None else
+                                     _tokenizer_kwargs(tokenizer, max_len)))
 
 
 def _rectangular(rows, width, fill):
@@ -213,12 +219,12 @@ def _rectangular(rows, width, fill):
     return out
 
 
-def tokenize(tokenizer, texts, max_len, pad_id=0):
+def tokenize(tokenizer, texts, max_len, pad_id=0, kwargs=None):
     """(input_ids, attention_mask, token_type_ids), int64 (N, T <= max_len). Whatever the
     tokenizer did about padding and truncation, rows come out padded and truncated as HF's
     tokenizer does with truncation=True: a long row keeps its first max_len - 1 tokens and
-    its last real one (BERT's [SEP])."""
-    enc = _call_tokenizer(tokenizer, texts, max_len)
+    its last real one (BERT's [SEP]). kwargs: _tokenizer_kwargs's result, when known."""
+    enc = _call_tokenizer(tokenizer, texts, max_len, kwargs)
     get = enc.get if hasattr(enc, "get") else (lambda k, d=None: getattr(enc, k, d))
     ids = get("input_ids")
     mask, tt = get("attention_mask"), get("token_type_ids")
@@ -271,13 +277,15 @@ def encode_sentences(model, tokenizer, sentences, batch_size=32, normalize=True)
     order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
     out = [None] * len(sentences)
     was_training = model.training
+    kwargs = _tokenizer_kwargs(tokenizer, sc["max_seq_length"])  # once, not per batch
     model.eval()
     try:
         with no_grad():
             for s in range(0, len(order), batch_size):
                 chunk = order[s:s + batch_size]
                 ids, mask, tt = tokenize(tokenizer, [sentences[i] for i in chunk],
-                                         sc["max_seq_length"], model.config.pad_token_id or 0)
+                                         sc["max_seq_length"], model.config.pad_token_id or 0,
+                                         kwargs)
                 h = to_numpy(model(ids, mask, tt).last_hidden_state._data).astype(np.float32)
                 for i, v in zip(chunk, pool(h, mask, sc["pooling"])):
                     out[i] = v

@@ -96,11 +96,28 @@ class MultiHeadAttention(Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         return y.transpose(1, 2).reshape(B, T, C)                        # (B, T, C)
 
+    # The last padding mask made for the packed path: (attention_mask tensor, key, additive
+    # mask). Every layer of an encoder gets the same attention_mask object, so the layers
+    # after the first reuse the first one's kernel mask instead of remaking it.
+    _packed_mask_cache = (None, None, None)
+
+    def _packed_mask(self, attention_mask, qkv, B, T):
+        if attention_mask is None:
+            return None
+        version = getattr(getattr(attention_mask, "_version", None), "value", None)
+        key = (version, B, T, self.n_head, qkv.dtype, qkv.device)
+        held, held_key, m = MultiHeadAttention._packed_mask_cache
+        if version is not None and held is attention_mask and held_key == key:
+            return m
+        mask, _ = self._mask(attention_mask, B, T, T, 0, qkv.device)  # (B, 1, 1, T) bool
+        # padding keys: the kernels' additive mask, as scaled_dot_product_attention makes it
+        m = F._attention_mask(mask, qkv, B, self.n_head, T, T)
+        MultiHeadAttention._packed_mask_cache = (attention_mask, key, m)
+        return m
+
     def _attend_packed(self, qkv, attention_mask=None):
         B, T, C3 = qkv.shape
-        mask, _ = self._mask(attention_mask, B, T, T, 0, qkv.device)  # (B, 1, 1, T) bool or None
-        # padding keys: the kernels' additive mask, as scaled_dot_product_attention makes it
-        mask = F._attention_mask(mask, qkv, B, self.n_head, T, T)
+        mask = self._packed_mask(attention_mask, qkv, B, T)
         return fused.FusedPackedSelfAttention.apply(qkv, mask, n_head=self.n_head,
                                                     is_causal=self.causal,
                                                     scale=1.0 / math.sqrt(C3 // 3 // self.n_head))
