@@ -29,6 +29,7 @@
 #include "gemm_tile.h"
 
 #include <cstdlib>
+#include <type_traits>
 #include <memory>
 #include <new>
 
@@ -79,29 +80,29 @@ void copy_rows(const View4<T>& src, long b, long h, long t0, long n, long n_pad,
     }
 }
 
-// dst[d][i] = src(b, h, i0 + i, d) * mult for i < rows; lanes rows .. BQ-1 zero. (D x BQ)
-template <typename T>
+// dst[d][i] = src(b, h, i0 + i, d) * mult for i < rows; lanes rows .. L-1 zero. (D x L)
+template <long L = BQ, typename T>
 void copy_tile_transposed(const View4<T>& src, long b, long h, long i0, long rows, long D, T mult,
                           T* dst) {
-    if (src.s[3] == 1 && rows == BQ) {
+    if (src.s[3] == 1 && rows == L) {
         // the usual case: whole tiles of unit-stride rows, read 16 queries at a time into a
         // local block and stored as contiguous runs of the transposed tile
         const T* base = src.at(b, h, i0);
         const long ts = src.s[2];
-        for (long c = 0; c < BQ; c += 16) {
+        for (long c = 0; c < L; c += 16) {
             for (long d = 0; d < D; ++d) {
-                T* out = dst + d * BQ + c;
+                T* out = dst + d * L + c;
                 for (long i = 0; i < 16; ++i) out[i] = base[(c + i) * ts + d] * mult;
             }
         }
         return;
     }
-    for (long i = 0; i < BQ; ++i) {
+    for (long i = 0; i < L; ++i) {
         if (i < rows) {
             const T* row = src.at(b, h, i0 + i);
-            for (long d = 0; d < D; ++d) dst[d * BQ + i] = row[d * src.s[3]] * mult;
+            for (long d = 0; d < D; ++d) dst[d * L + i] = row[d * src.s[3]] * mult;
         } else {
-            for (long d = 0; d < D; ++d) dst[d * BQ + i] = 0;
+            for (long d = 0; d < D; ++d) dst[d * L + i] = 0;
         }
     }
 }
@@ -120,9 +121,9 @@ Rows<T> rows_operand(const Problem<T>& pb, const View4<T>& a, long T_, std::vect
     return Rows<T>{buf, pb.H * T_ * pb.Dp, T_ * pb.Dp, pb.Dp};
 }
 
-// Masks row j (global key jg) of a transposed score tile whose lanes are queries i0 .. i0+BQ-1:
+// Masks row j (global key jg) of a transposed score tile whose lanes are queries i0 .. i0+L-1:
 // adds the user mask and sets -inf where the key lies after the query (is_causal).
-template <typename T, int W>
+template <typename T, int W, long L = BQ>
 TL_INLINE void mask_st_row(const Problem<T>& pb, long b, long h, long i0, long rows, long jg,
                            T* st) {
     using VT = typename Vec<T, W>::type;
@@ -132,13 +133,13 @@ TL_INLINE void mask_st_row(const Problem<T>& pb, long b, long h, long i0, long r
         const long sq = pb.mask.s[2];
         if (sq == 0) {  // one value for all queries (e.g. a key-padding mask): a vector add
             const T mv = *mp;
-            for (long i = 0; i < BQ; i += W) vstore(st + i, vload<VT>(st + i) + mv);
+            for (long i = 0; i < L; i += W) vstore(st + i, vload<VT>(st + i) + mv);
         } else {
             for (long i = 0; i < rows; ++i) st[i] += mp[i * sq];
         }
     }
     if (pb.causal) {
-        const long c = std::min(jg - i0, BQ);  // lanes 0 .. c-1 are queries before this key
+        const long c = std::min(jg - i0, L);  // lanes 0 .. c-1 are queries before this key
         for (long i = 0; i < c; ++i) st[i] = -std::numeric_limits<T>::infinity();
     }
 }
@@ -146,33 +147,34 @@ TL_INLINE void mask_st_row(const Problem<T>& pb, long b, long h, long i0, long r
 // ---------------------------------------------------------------------------------------------
 // Forward: one (batch*head, query tile) task.
 
-// Per thread. Every array's size is a multiple of 16 elements (BQ and BK are), so each starts
-// 64-byte aligned in the aligned block run_tasks carves it from.
-template <typename T>
+// Per thread, for query tiles of L lanes. Every array's size is a multiple of 16 elements (L and
+// BK are), so each starts 64-byte aligned in the aligned block run_tasks carves it from.
+template <typename T, long L>
 struct FwdScratch {
     T *QT, *ST, *O, *Kt, *m, *l, *alpha;
     static long size(const Problem<T>& pb) {
-        return pb.D * BQ + BK * BQ + BQ * pb.Dp + BK * pb.D + 3 * BQ;
+        return pb.D * L + BK * L + L * pb.Dp + BK * pb.D + 3 * L;
     }
     FwdScratch(T* p, const Problem<T>& pb)
-        : QT(p), ST(QT + pb.D * BQ), O(ST + BK * BQ), Kt(O + BQ * pb.Dp), m(Kt + BK * pb.D),
-          l(m + BQ), alpha(l + BQ) {}
+        : QT(p), ST(QT + pb.D * L), O(ST + BK * L), Kt(O + L * pb.Dp), m(Kt + BK * pb.D),
+          l(m + L), alpha(l + L) {}
 };
 
-template <class Isa, typename T>
+// L: the query tile's width (lanes), BQ or, for short sequences, kShortBQ.
+template <class Isa, typename T, long L>
 TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>& k,
-                        const Rows<T>& vrows, long bh, long qt, const FwdScratch<T>& w, T* out,
-                        T* lse_out) {
+                        const Rows<T>& vrows, long bh, long qt, const FwdScratch<T, L>& w, T* out,
+                        T* lse_out, std::integral_constant<long, L>) {
     constexpr int W = Isa::vbytes / sizeof(T), R = Tile<Isa>::R;
     using VT = typename Vec<T, W>::type;
     const T ninf = -std::numeric_limits<T>::infinity();
     const long b = bh / pb.H, h = bh % pb.H, D = pb.D, Dp = pb.Dp;
-    const long i0 = qt * BQ, rows = std::min(BQ, pb.Tq - i0), rows_r = round_up(rows, R);
+    const long i0 = qt * L, rows = std::min(L, pb.Tq - i0), rows_r = round_up(rows, R);
     // With is_causal the last query of the tile sees keys 0 .. i0+rows-1 only.
     const long kend = pb.causal ? std::min(pb.Tk, i0 + rows) : pb.Tk;
 
-    copy_tile_transposed(q, b, h, i0, rows, D, pb.scale, w.QT);
-    for (long i = 0; i < BQ; ++i) w.m[i] = ninf, w.l[i] = 0;
+    copy_tile_transposed<L>(q, b, h, i0, rows, D, pb.scale, w.QT);
+    for (long i = 0; i < L; ++i) w.m[i] = ninf, w.l[i] = 0;
     std::memset(w.O, 0, sizeof(T) * rows_r * Dp);
 
     for (long j0 = 0; j0 < kend; j0 += BK) {
@@ -186,15 +188,16 @@ TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>&
             A = w.Kt, ars = D, acs = 1;
         }
         const Tri keys_rows{pb.causal ? Tri::nstart : Tri::none, j0 - i0};
-        gemm<T, Isa, 0>(M, BQ, D, A, ars, acs, w.QT, BQ, w.ST, BQ, nullptr, keys_rows);
-        for (long j = 0; j < cols; ++j) mask_st_row<T, W>(pb, b, h, i0, rows, j0 + j, w.ST + j * BQ);
+        gemm<T, Isa, 0>(M, L, D, A, ars, acs, w.QT, L, w.ST, L, nullptr, keys_rows);
+        for (long j = 0; j < cols; ++j)
+            mask_st_row<T, W, L>(pb, b, h, i0, rows, j0 + j, w.ST + j * L);
 
         // Online softmax, one vector of queries at a time.
-        for (long v = 0; v < BQ; v += W) {
+        for (long v = 0; v < L; v += W) {
             const VT m_old = vload<VT>(w.m + v);
             VT mx = m_old;
             for (long j = 0; j < cols; ++j) {
-                const VT x = vload<VT>(w.ST + j * BQ + v);
+                const VT x = vload<VT>(w.ST + j * L + v);
                 mx = x > mx ? x : mx;
             }
             // A query that has seen only -inf so far shifts by 0: exp(-inf - 0) = 0, not NaN.
@@ -202,8 +205,8 @@ TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>&
             const VT alpha = exp_poly(m_old - shift);  // m_old = -inf: 0 wipes the empty start
             VT sum = VT{};
             for (long j = 0; j < cols; ++j) {
-                const VT p = exp_poly(vload<VT>(w.ST + j * BQ + v) - shift);
-                vstore(w.ST + j * BQ + v, p);
+                const VT p = exp_poly(vload<VT>(w.ST + j * L + v) - shift);
+                vstore(w.ST + j * L + v, p);
                 sum += p;
             }
             vstore(w.m + v, mx);
@@ -211,7 +214,7 @@ TL_INLINE void fwd_tile(const Problem<T>& pb, const View4<T>& q, const View4<T>&
             vstore(w.l + v, vload<VT>(w.l + v) * alpha + sum);
         }
         // O = diag(alpha) O + P V, with P read transposed out of ST.
-        gemm<T, Isa, 2>(rows_r, Dp, cols, w.ST, 1, BQ, vrows.row(b, h, j0), vrows.st, w.O, Dp,
+        gemm<T, Isa, 2>(rows_r, Dp, cols, w.ST, 1, L, vrows.row(b, h, j0), vrows.st, w.O, Dp,
                         w.alpha, Tri{pb.causal ? Tri::kend : Tri::none, i0 - j0});
     }
 
@@ -418,10 +421,19 @@ void run_forward(const Problem<T>& pb, const View4<T>& q, const View4<T>& k, con
     std::vector<Buffer> owner;
     const int nth = threads_for(pb);
     const Rows<T> vrows = rows_operand(pb, v, pb.Tk, owner, nth);
-    // Late (causal: most expensive) query tiles first, so the dynamic schedule ends evenly.
-    run_tasks<FwdScratch<T>>(pb, nth, BH * pb.nqt, owner, [&](long t, const FwdScratch<T>& w) {
-        fwd_task(pb, q, k, vrows, t % BH, pb.nqt - 1 - t / BH, w, o, lse);
-    });
+    auto run = [&](auto lanes) {
+        constexpr long L = decltype(lanes)::value;
+        const long nq = (pb.Tq + L - 1) / L;
+        // Late (causal: most expensive) query tiles first, so the dynamic schedule ends evenly.
+        using Scratch = FwdScratch<T, L>;
+        run_tasks<Scratch>(pb, nth, BH * nq, owner, [&](long t, const Scratch& w) {
+            fwd_task(pb, q, k, vrows, t % BH, nq - 1 - t / BH, w, o, lse, lanes);
+        });
+    };
+    // Every query's arithmetic is the same whatever the tile width: the narrow tile only
+    // stops computing the scores of padding lanes.
+    if (pb.Tq <= kShortBQ) run(std::integral_constant<long, kShortBQ>{});
+    else run(std::integral_constant<long, BQ>{});
 }
 
 template <typename T>

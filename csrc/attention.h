@@ -10,6 +10,9 @@ namespace tl::attn {
 // measured best against 64x128, 128x64 and 32x64 on the two benchmark shapes.
 constexpr long BQ = 64;
 constexpr long BK = 64;
+// The forward's query tile for at most this many queries (BERT on sentences: ~10-30 tokens),
+// which would leave most of a BQ-lane tile empty. A multiple of every vector width.
+constexpr long kShortBQ = 32;
 // Up to this many queries the forward takes the row-at-a-time decode path (attention.cpp).
 constexpr long kDecodeRows = 4;
 

@@ -10,8 +10,9 @@
 //
 // C (M, N) = op(A) op(B) [+ C] [+ bias over rows] [+ residual (M, N)]. A and B are 2-D arrays
 // with one unit stride (a row-major matrix or a transposed view of one: the transpose becomes
-// the BLAS flag, never a copy); C is C-contiguous. The split is over M when M is the larger side, else over N, in
-// blocks that are multiples of 16 so each thread's GEMM keeps full register tiles.
+// the BLAS flag, never a copy); C is C-contiguous. The split is over M when M is the larger
+// side, else over N, in blocks that are multiples of 16 so each thread's GEMM keeps full
+// register tiles.
 #include "kernel_util.h"
 
 #include <chrono>
