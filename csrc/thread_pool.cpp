@@ -1,18 +1,30 @@
 // The pool behind tl::parallel (thread_pool.h).
 //
 // One job at a time. The caller publishes the job (function, context, thread count) and bumps a
-// generation counter under the pool's mutex, wakes the workers, runs tid 0 itself, then sleeps
-// until the participating workers have counted themselves out. A worker remembers the last
-// generation it saw, so it runs each job at most once and a job posted while it was still
-// going back to sleep is not missed; the caller's wait for all participants before the next
-// job makes back-to-back jobs safe. Workers sleep on the condition variable (no spinning), so
-// between kernels the cores are free for BLAS, Python and anything else in the process.
+// generation counter under the pool's mutex, wakes the workers that sleep, runs tid 0 itself,
+// then waits until the participating workers have counted themselves out. A worker remembers
+// the last generation it saw, so it runs each job at most once and a job posted while it was
+// still going back to sleep is not missed; the caller's wait for all participants before the
+// next job makes back-to-back jobs safe.
+//
+// Waiting is spin-then-sleep. After a job, a worker watches the generation for a short window
+// (spin_us(), 100 us by default) before it sleeps on the condition variable, and the caller
+// watches the count of running workers for as long before it sleeps: a training step launches
+// a kernel every few tens of microseconds, and waking a sleeping thread costs 5-50 us on a VM,
+// which was ~25% of a 0.25 ms GEMM (768x128x384 on 2 threads: 246 GFLOP/s with sleeping
+// waits against MKL's own spinning threads' 344). Past the window the cores are free again
+// for BLAS, Python and anything else in the process. TENSORLITE_POOL_SPIN_US sets the window
+// (0: always sleep, as before).
 #include "thread_pool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -25,40 +37,90 @@ namespace {
 
 thread_local bool in_job = false;  // a worker, or a caller running its part of a job
 
+// The spin window in microseconds (TENSORLITE_POOL_SPIN_US, read once).
+long spin_us() {
+    static const long us = [] {
+        if (const char* s = std::getenv("TENSORLITE_POOL_SPIN_US")) {
+            char* end = nullptr;
+            const long v = std::strtol(s, &end, 10);
+            if (end != s && v >= 0) return std::min<long>(v, 100000);
+        }
+        return 100L;
+    }();
+    return us;
+}
+
+// True as soon as done() holds, false once the spin window has passed without it. No
+// spinning (spin false) when the pool has more threads than the process has CPUs: a spinning
+// thread would then take time slices from the threads doing the work.
+template <class Done>
+bool spin_until(Done done, bool spin) {
+    const long us = spin ? spin_us() : 0;
+    if (us == 0) return done();
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+    for (int i = 1;; ++i) {
+        if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+        _mm_pause();
+#else
+        std::this_thread::yield();
+#endif
+        if (i % 64 == 0 && std::chrono::steady_clock::now() > end) return done();
+    }
+}
+
 struct Pool {
     std::mutex submit;  // held by the caller for a whole job: jobs never overlap
-    std::mutex m;       // guards everything below
+    std::mutex m;       // guards the members below it that are not atomic
     std::condition_variable wake, done;
-    uint64_t generation = 0;
+    // Written under m; read without it by spinning threads. fn, ctx and nth are written
+    // before the generation's release increment, so a worker that acquires the new
+    // generation reads the job that goes with it.
+    std::atomic<uint64_t> generation{0};
+    std::atomic<int> pending{0};  // participating workers still running the current job
+    std::atomic<bool> stop{false};
     detail::JobFn fn = nullptr;
     void* ctx = nullptr;
     int nth = 1;
-    int pending = 0;  // participating workers still running the current job
-    bool stop = false;
+    int sleepers = 0;             // workers waiting on `wake`
+    bool caller_sleeping = false; // the caller waits on `done`
+    bool spin = true;             // set by start_workers: no more threads than CPUs
     std::exception_ptr error;
     std::vector<std::thread> workers;  // worker i is tid i + 1
 
     void work(int tid, uint64_t seen) {
         in_job = true;
-        std::unique_lock<std::mutex> lk(m);
         for (;;) {
-            wake.wait(lk, [&] { return stop || generation != seen; });
-            if (stop) return;
-            seen = generation;
+            auto posted = [&] {
+                return stop.load(std::memory_order_acquire) ||
+                       generation.load(std::memory_order_acquire) != seen;
+            };
+            if (!spin_until(posted, spin)) {
+                std::unique_lock<std::mutex> lk(m);
+                ++sleepers;
+                wake.wait(lk, posted);
+                --sleepers;
+            }
+            if (stop.load(std::memory_order_acquire)) return;
+            seen = generation.load(std::memory_order_acquire);
             if (tid >= nth) continue;  // a job narrower than the pool
             const detail::JobFn f = fn;
             void* const c = ctx;
             const int n = nth;
-            lk.unlock();
             std::exception_ptr e;
             try {
                 f(c, tid, n);
             } catch (...) {
                 e = std::current_exception();
             }
-            lk.lock();
-            if (e && !error) error = e;
-            if (--pending == 0) done.notify_one();
+            if (e) {
+                std::lock_guard<std::mutex> lk(m);
+                if (!error) error = e;
+            }
+            if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {  // the last one out
+                std::lock_guard<std::mutex> lk(m);
+                if (caller_sleeping) done.notify_one();
+            }
         }
     }
 
@@ -66,12 +128,12 @@ struct Pool {
     void stop_workers() {
         {
             std::lock_guard<std::mutex> lk(m);
-            stop = true;
+            stop.store(true, std::memory_order_release);
         }
         wake.notify_all();
         for (auto& t : workers) t.join();
         workers.clear();
-        stop = false;
+        stop.store(false, std::memory_order_release);
     }
 
     // Up to n workers; fewer if the system refuses threads (then jobs are narrower).
@@ -82,7 +144,8 @@ struct Pool {
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
         workers.reserve(n);
-        const uint64_t gen = generation;
+        spin = n + 1 <= num_procs();
+        const uint64_t gen = generation.load(std::memory_order_relaxed);
         for (int i = 0; i < n; ++i) {
             try {
                 workers.emplace_back([this, i, gen] { work(i + 1, gen); });
@@ -196,14 +259,16 @@ void run_job(int nth, JobFn fn, void* ctx) {
         fn(ctx, 0, 1);
         return;
     }
+    bool sleeping;
     {
         std::lock_guard<std::mutex> lk(p->m);
         p->fn = fn, p->ctx = ctx, p->nth = nth;
-        p->pending = nth - 1;
+        p->pending.store(nth - 1, std::memory_order_relaxed);
         p->error = nullptr;
-        ++p->generation;
+        p->generation.fetch_add(1, std::memory_order_release);
+        sleeping = p->sleepers > 0;  // spinning workers see the generation by themselves
     }
-    p->wake.notify_all();
+    if (sleeping) p->wake.notify_all();
     std::exception_ptr mine;
     in_job = true;
     try {
@@ -213,9 +278,15 @@ void run_job(int nth, JobFn fn, void* ctx) {
     }
     in_job = false;
     std::exception_ptr theirs;
+    auto finished = [&] { return p->pending.load(std::memory_order_acquire) == 0; };
+    const bool spun = spin_until(finished, p->spin);
     {
         std::unique_lock<std::mutex> lk(p->m);
-        p->done.wait(lk, [&] { return p->pending == 0; });
+        if (!spun) {
+            p->caller_sleeping = true;
+            p->done.wait(lk, finished);
+            p->caller_sleeping = false;
+        }
         theirs = p->error;
         p->error = nullptr;
     }

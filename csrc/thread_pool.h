@@ -9,7 +9,9 @@
 // The contract the kernels rely on:
 //   * parallel(nth, fn) calls fn(tid, nth) once for every tid < nth, the calling thread being
 //     tid 0, and returns when all have returned (a fork/join, like `omp parallel`).
-//   * Idle workers sleep on a condition variable: they cost nothing between kernels.
+//   * Idle workers watch for the next job for up to 100 us (TENSORLITE_POOL_SPIN_US), then
+//     sleep on a condition variable: back-to-back kernels skip the wake-up, and a pool left
+//     idle costs nothing (thread_pool.cpp says why and what it measured).
 //   * Jobs are serialised: two Python threads running kernels (GIL released) take turns, and
 //     a parallel() inside a job runs inline on its thread (nth = 1), as nested OpenMP did.
 //   * An exception thrown by fn on any thread is rethrown on the caller after the join (the
