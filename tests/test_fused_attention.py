@@ -167,7 +167,7 @@ def check_provider(provider, got, q, k, v, mask, causal, scale, do):
 def _in_q_layout(o, q):
     """o as the cpp forward returns it for a q that is a (B, T, H, D) array seen as
     (B, H, T, D) (docs/KERNELS.md): a C-contiguous (B, T, H, D) array, transposed."""
-    B, H, T, _ = q.shape
+    _, H, T, _ = q.shape
     return (H > 1 and T > 1 and q.strides[1] < q.strides[2]
             and o.transpose(0, 2, 1, 3).flags.c_contiguous)
 
