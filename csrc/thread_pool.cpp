@@ -14,7 +14,7 @@
 // which was ~25% of a 0.25 ms GEMM (768x128x384 on 2 threads: 246 GFLOP/s with sleeping
 // waits against MKL's own spinning threads' 344). Past the window the cores are free again
 // for BLAS, Python and anything else in the process. TENSORLITE_POOL_SPIN_US sets the window
-// (0: always sleep, as before).
+// (0: always sleep, as before); by default nothing spins when there are more threads than CPUs.
 #include "thread_pool.h"
 
 #include <pthread.h>
@@ -37,22 +37,23 @@ namespace {
 
 thread_local bool in_job = false;  // a worker, or a caller running its part of a job
 
-// The spin window in microseconds (TENSORLITE_POOL_SPIN_US, read once).
-long spin_us() {
+// The spin window in microseconds: TENSORLITE_POOL_SPIN_US (read once) or -1 when unset.
+long spin_setting() {
     static const long us = [] {
         if (const char* s = std::getenv("TENSORLITE_POOL_SPIN_US")) {
             char* end = nullptr;
             const long v = std::strtol(s, &end, 10);
             if (end != s && v >= 0) return std::min<long>(v, 100000);
         }
-        return 100L;
+        return -1L;
     }();
     return us;
 }
+long spin_us() { return spin_setting() < 0 ? 100 : spin_setting(); }
 
-// True as soon as done() holds, false once the spin window has passed without it. No
-// spinning (spin false) when the pool has more threads than the process has CPUs: a spinning
-// thread would then take time slices from the threads doing the work.
+// True as soon as done() holds, false once the spin window has passed without it. spin is
+// false when the pool has more threads than the process has CPUs (a spinning thread would
+// take time slices from the threads doing the work), unless TENSORLITE_POOL_SPIN_US asks.
 template <class Done>
 bool spin_until(Done done, bool spin) {
     const long us = spin ? spin_us() : 0;
@@ -73,9 +74,8 @@ struct Pool {
     std::mutex submit;  // held by the caller for a whole job: jobs never overlap
     std::mutex m;       // guards the members below it that are not atomic
     std::condition_variable wake, done;
-    // Written under m; read without it by spinning threads. fn, ctx and nth are written
-    // before the generation's release increment, so a worker that acquires the new
-    // generation reads the job that goes with it.
+    // Written under m; watched without it by spinning threads, which then read the job
+    // (generation, fn, ctx, nth together) under m.
     std::atomic<uint64_t> generation{0};
     std::atomic<int> pending{0};  // participating workers still running the current job
     std::atomic<bool> stop{false};
@@ -95,18 +95,25 @@ struct Pool {
                 return stop.load(std::memory_order_acquire) ||
                        generation.load(std::memory_order_acquire) != seen;
             };
-            if (!spin_until(posted, spin)) {
+            const bool spun = spin_until(posted, spin);
+            detail::JobFn f;
+            void* c;
+            int n;
+            {
+                // The job is read under the lock it was posted under: a job narrower than the
+                // pool does not wait for this worker, so the next one may be posted while a
+                // worker that sat this one out is here; generation and job must match.
                 std::unique_lock<std::mutex> lk(m);
-                ++sleepers;
-                wake.wait(lk, posted);
-                --sleepers;
+                if (!spun) {
+                    ++sleepers;
+                    wake.wait(lk, posted);
+                    --sleepers;
+                }
+                if (stop.load(std::memory_order_relaxed)) return;
+                seen = generation.load(std::memory_order_relaxed);
+                f = fn, c = ctx, n = nth;
             }
-            if (stop.load(std::memory_order_acquire)) return;
-            seen = generation.load(std::memory_order_acquire);
-            if (tid >= nth) continue;  // a job narrower than the pool
-            const detail::JobFn f = fn;
-            void* const c = ctx;
-            const int n = nth;
+            if (tid >= n) continue;  // a job narrower than the pool
             std::exception_ptr e;
             try {
                 f(c, tid, n);
@@ -144,7 +151,7 @@ struct Pool {
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
         workers.reserve(n);
-        spin = n + 1 <= num_procs();
+        spin = n + 1 <= num_procs() || spin_setting() >= 0;
         const uint64_t gen = generation.load(std::memory_order_relaxed);
         for (int i = 0; i < n; ++i) {
             try {

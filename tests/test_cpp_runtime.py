@@ -214,6 +214,28 @@ def test_kernels_from_several_python_threads(rng, C):
     assert not bad
 
 
+@pytest.mark.parametrize("spin_us", ["0", "300"])
+def test_narrow_and_wide_jobs_with_spinning_workers(spin_us):
+    # Workers spin for the next job (csrc/thread_pool.cpp) and a job narrower than the pool
+    # does not wait for the workers it leaves out, so the next job can be posted while one of
+    # them is still looking at this one: each must still run every job it is part of exactly
+    # once. A 4-thread pool (spinning forced even on fewer CPUs), 2-thread and 4-thread jobs
+    # alternating, every result checked; and with spinning off (0) the same.
+    run_python("""
+        import numpy as np
+        from tensorlite import _C
+        rng = np.random.default_rng(0)
+        wide = rng.standard_normal((256, 512)).astype(np.float32)   # 4 threads
+        narrow = rng.standard_normal((2, 70000)).astype(np.float32)  # 2 rows: 2 threads
+        _C.set_num_threads(1)
+        want_w, want_n = _C.softmax_forward(wide), _C.softmax_forward(narrow)
+        _C.set_num_threads(4)
+        for i in range(3000):
+            x, want = (wide, want_w) if i % 3 == 0 else (narrow, want_n)
+            assert np.array_equal(_C.softmax_forward(x), want), i
+    """, env={"TENSORLITE_POOL_SPIN_US": spin_us}, timeout=240)
+
+
 def test_fork_after_threaded_kernels():
     # The pool's workers do not survive fork(): the child must build its own (the crash
     # tests' fork server forks after importing tensorlite), here twice over.
