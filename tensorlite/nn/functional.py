@@ -18,15 +18,21 @@ from ..ops._util import shape_str
 from ..tensor import Tensor
 
 
+def _one_gemm(input, weight, bias):  # noqa: A002
+    """Whether ops/linear.Linear takes these as they are: no autocast, one float dtype and
+    one device for all of them."""
+    return (fast_dtype(input.device.type) is None and input.dtype is weight.dtype
+            and input.dtype in (dt.float32, dt.float64) and input.device == weight.device
+            and (bias is None or (bias.dtype is input.dtype and bias.device == input.device)))
+
+
 def linear(input, weight, bias=None):  # noqa: A002
     """y = x W^T + b with W stored (out_features, in_features), as in PyTorch."""
     if input.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input of shape {shape_str(input.shape)} has {input.shape[-1]} "
                          f"features but the weight of shape {shape_str(weight.shape)} expects "
                          f"{weight.shape[-1]}")
-    if (fast_dtype(input.device.type) is None and input.dtype is weight.dtype
-            and input.dtype in (dt.float32, dt.float64) and input.device == weight.device
-            and (bias is None or (bias.dtype is input.dtype and bias.device == input.device))):
+    if _one_gemm(input, weight, bias):
         return L.Linear.apply(input, weight, bias)  # one node, one GEMM (ops/linear.py)
     # autocast, mixed dtypes or devices: the matmul's own casts and checks, then the add
     y = input @ weight.T
@@ -40,11 +46,9 @@ def _linear_residual(input, weight, bias, residual):  # noqa: A002
     one-GEMM path the residual is the GEMM's starting value (ops/linear.py), one pass and one
     graph node fewer than the add; anywhere else (other dtypes, devices, broadcasting), the
     plain add."""
-    if (residual.shape == input.shape[:-1] + (weight.shape[0],) and input.shape[-1] == weight.shape[-1]
-            and fast_dtype(input.device.type) is None and input.dtype in (dt.float32, dt.float64)
-            and input.dtype is weight.dtype and residual.dtype is input.dtype
-            and input.device == weight.device == residual.device
-            and (bias is None or (bias.dtype is input.dtype and bias.device == input.device))):
+    if (residual.shape == input.shape[:-1] + (weight.shape[0],)
+            and input.shape[-1] == weight.shape[-1] and _one_gemm(input, weight, bias) and residual.dtype is input.dtype
+            and residual.device == input.device):
         return L.Linear.apply(input, weight, bias, residual)
     return residual + linear(input, weight, bias)
 

@@ -20,9 +20,8 @@ def floats(op, provider, **arrays):
             continue
         dt = a.dtype
         if dtype_name(dt) not in allowed:
-            dt = np.dtype(dt)
-            raise TypeError(f"{op}: {name} has dtype {dt.name}; the {provider!r} kernels take "
-                            f"{' or '.join(allowed)}")
+            raise TypeError(f"{op}: {name} has dtype {dtype_name(dt)}; the {provider!r} kernels "
+                            f"take {' or '.join(allowed)}")
         if first is None:
             first = (name, dt)
         elif dt != first[1]:
